@@ -1,0 +1,156 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Train quantized networks and run them under fully homomorphic encryption (TFHE).
+#[derive(Parser, Debug)]
+#[command(name = "qfhe", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train fp32, then QAT, and save the model.
+    Train(TrainArgs),
+    /// Export a trained model as a circuit file.
+    Export(ExportArgs),
+    /// Evaluate a circuit: exact and noise-model simulation on the test set, then FHE.
+    Eval(EvalArgs),
+    /// Train → export → FHE evaluation → accuracy table and report.
+    Run(RunArgs),
+}
+
+/// Model families.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Multi-layer perceptron: GEMM + one PBS per hidden neuron.
+    Mlp,
+}
+
+/// Where the data comes from.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Dataset name (`mnist`, fetched and checksummed automatically).
+    #[arg(long, default_value = "mnist")]
+    pub dataset: String,
+    /// Use the four IDX files in DIR instead (same names as MNIST's; no checksum).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Model and training options.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model family.
+    #[arg(long, value_enum, default_value = "mlp")]
+    pub model: ModelKind,
+    /// Hidden layer widths, comma-separated (each hidden neuron costs one PBS per sample).
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    pub hidden: Vec<usize>,
+    /// Weight bits of the hidden layers.
+    #[arg(long, default_value_t = 3)]
+    pub w_bits: u32,
+    /// Weight bits of the output layer (decrypted directly, no PBS).
+    #[arg(long, default_value_t = 4)]
+    pub out_w_bits: u32,
+    /// Activation bits.
+    #[arg(long, default_value_t = 3)]
+    pub a_bits: u32,
+    /// Input bits (default: the activation bits).
+    #[arg(long)]
+    pub in_bits: Option<u32>,
+    /// Epochs of fp32 training.
+    #[arg(long, default_value_t = 6)]
+    pub fp32_epochs: usize,
+    /// Epochs of QAT fine-tuning.
+    #[arg(long, default_value_t = 12)]
+    pub qat_epochs: usize,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Narrowest table step to train for, in PBS slots (accumulator-aware bound): wider steps
+    /// mean fewer off-by-one flips and lower gross-error probability, at some accuracy cost.
+    #[arg(long, default_value_t = 40.0)]
+    pub min_step_slots: f64,
+    /// PBS polynomial size the circuit is encoded for (2048 or 8192).
+    #[arg(long, default_value_t = 2048)]
+    pub poly_size: u32,
+    /// Training backend: flex (CPU), ndarray (needs the `ndarray` feature), wgpu (needs `wgpu`).
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output folder for model.bpk and model.json.
+    #[arg(long, default_value = "qfhe-out")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Folder written by `qfhe train`.
+    #[arg(long, default_value = "qfhe-out")]
+    pub model_dir: PathBuf,
+    /// Circuit file to write.
+    #[arg(long, default_value = "qfhe-out/circuit.json")]
+    pub out: PathBuf,
+}
+
+/// FHE evaluation options.
+#[derive(Args, Debug, Clone)]
+pub struct FheArgs {
+    /// Test samples to run under real encryption.
+    #[arg(long, default_value_t = 100)]
+    pub fhe_samples: usize,
+    /// Threads for the server's PBS (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Largest acceptable gross-error probability per PBS, as log2 (default 2^-40).
+    #[arg(long, default_value_t = -40.0, allow_hyphen_values = true)]
+    pub p_error_log2: f64,
+    /// Decrypt every layer's outputs and compare them with the exact simulator and the noise
+    /// model's prediction (for a few samples; a deployed client never sees hidden layers).
+    #[arg(long)]
+    pub trace: bool,
+    /// Seed of the noise-model simulation.
+    #[arg(long, default_value_t = 7)]
+    pub noise_seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Circuit file written by `qfhe export`.
+    #[arg(long, default_value = "qfhe-out/circuit.json")]
+    pub circuit: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub fhe: FheArgs,
+    /// Folder for report.json and report.md.
+    #[arg(long, default_value = "qfhe-out")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub fhe: FheArgs,
+    /// Folder for the model, circuit, report.json and report.md.
+    #[arg(long, default_value = "qfhe-out")]
+    pub out: PathBuf,
+}

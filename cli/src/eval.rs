@@ -1,0 +1,331 @@
+//! `qfhe eval` and `qfhe run`: simulation, compilation, real FHE, and the report.
+
+use crate::args::{EvalArgs, FheArgs, RunArgs};
+use crate::report::{layer_table, FheReport, Latency, Report, TraceLayer};
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qfhe_datasets::Dataset;
+use qfhe_export::simulate::ExactTrace;
+use qfhe_export::{Circuit, NoiseModel};
+use qfhe_fhe_runtime::{compile, Client, ClientKey, FheParams, Server};
+use rand::SeedableRng;
+use rayon::prelude::*;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
+/// Number of samples the trace compares (each decrypts every hidden layer).
+const TRACE_SAMPLES: usize = 10;
+/// Noise draws per traced sample for the noise model's prediction.
+const TRACE_DRAWS: u64 = 200;
+
+fn progress(len: usize, label: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    if !std::io::stderr().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_owned());
+    pb
+}
+
+fn agreement(a: &[usize], b: &[usize]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
+}
+
+fn accuracy(preds: &[usize], labels: &[u8]) -> f64 {
+    preds
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count() as f64
+        / preds.len().max(1) as f64
+}
+
+/// Simulate, compile, run FHE, and build the report.
+pub fn evaluate(
+    circuit: &Circuit,
+    data: &Dataset,
+    fhe: &FheArgs,
+    model: &str,
+) -> anyhow::Result<Report> {
+    let threads = fhe
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // The pool may already exist (tests, a second call): then it is reused as it is.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    let threads = rayon::current_num_threads();
+    if data.test.pixels() != circuit.features {
+        anyhow::bail!(
+            "test images have {} pixels but the circuit takes {} inputs",
+            data.test.pixels(),
+            circuit.features
+        );
+    }
+    let codes: Vec<Vec<i32>> = (0..data.test.len())
+        .map(|i| circuit.input_codes(data.test.image(i)))
+        .collect();
+    let labels = &data.test.labels;
+
+    let exact: Vec<ExactTrace> = codes.par_iter().map(|x| circuit.run_exact(x)).collect();
+    let exact_pred: Vec<usize> = exact.iter().map(|t| t.prediction).collect();
+    let quantized_accuracy = accuracy(&exact_pred, labels);
+
+    let params = FheParams::by_poly_size(circuit.encoding.poly_size).with_context(|| {
+        format!(
+            "no vetted parameter set for N = {}",
+            circuit.encoding.poly_size
+        )
+    })?;
+    let analysis_samples: Vec<Vec<i32>> = codes.iter().take(1000).cloned().collect();
+    let compiled = compile(circuit, &params, fhe.p_error_log2, &analysis_samples)?;
+    let noise = NoiseModel::new(circuit, &compiled.noise);
+    let sim_pred: Vec<usize> = codes
+        .par_iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                fhe.noise_seed
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add(i as u64),
+            );
+            noise.run(circuit, x, &mut rng).prediction
+        })
+        .collect();
+    let simulated_accuracy = accuracy(&sim_pred, labels);
+    println!(
+        "\n{} on {}: quantized (exact circuit) accuracy {:.4}, simulated (noise model) {:.4} on {} test images",
+        circuit.meta.arch,
+        data.name,
+        quantized_accuracy,
+        simulated_accuracy,
+        labels.len()
+    );
+
+    eprintln!("generating keys ({})…", params.name);
+    let t = Instant::now();
+    let (client_key, eval_key) = ClientKey::generate(params);
+    let keygen_s = t.elapsed().as_secs_f64();
+    let server = Server::new(circuit, &eval_key)?;
+    let client = Client::new(&client_key, circuit)?;
+    let seconds_per_pbs = server.seconds_per_pbs(4 * threads);
+    let estimated = seconds_per_pbs * circuit.pbs_count() as f64;
+    println!(
+        "\nparameters {} (N = {}), noise at a PBS input: σ = {:.2} slots (KS + centered MS), PBS output σ = {:.3} slots",
+        params.name,
+        params.poly_size(),
+        compiled.noise.base_sigma_slots,
+        compiled.noise.pbs_sigma_slots
+    );
+    println!("keys generated in {keygen_s:.2} s; evaluation keys {:.1} MB; measured {:.1} ms per KS+PBS over {threads} threads\n", eval_key.size_bytes() as f64 / 1e6, seconds_per_pbs * 1e3);
+    print!("{}", layer_table(&compiled.layers, Some(seconds_per_pbs)));
+    println!(
+        "\nworst gross-error probability per PBS 2^{:.1} (target 2^{:.0}); estimated FHE latency {:.2} s per sample ({} PBS)\n",
+        compiled.log2_p_error,
+        fhe.p_error_log2,
+        estimated,
+        circuit.pbs_count()
+    );
+
+    let n = fhe.fhe_samples.min(codes.len());
+    let pb = progress(n, "FHE");
+    let mut latencies = Vec::with_capacity(n);
+    let mut fhe_pred = Vec::with_capacity(n);
+    let mut hidden_decrypted = Vec::new();
+    for (i, x) in codes.iter().take(n).enumerate() {
+        let t = Instant::now();
+        let cts = client.encrypt(x)?;
+        let out = server.evaluate(&cts)?;
+        let acc = client.decrypt_output(&out.output);
+        let logits = circuit.output.logits(&acc);
+        latencies.push(t.elapsed().as_secs_f64());
+        fhe_pred.push(qfhe_export::simulate::argmax(&logits));
+        if fhe.trace && i < TRACE_SAMPLES {
+            hidden_decrypted.push(
+                out.hidden
+                    .iter()
+                    .enumerate()
+                    .map(|(l, c)| client.decrypt_hidden(l, c))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let agree = agreement(&fhe_pred, &exact_pred[..fhe_pred.len()]);
+        pb.set_message(format!(
+            "agreement {:.3}, last {:.2} s",
+            agree, latencies[i]
+        ));
+        pb.inc(1);
+        if !std::io::stderr().is_terminal() && ((i + 1) % 10 == 0 || i + 1 == n) {
+            eprintln!(
+                "  FHE {}/{n}: agreement with exact {:.3}, last sample {:.2} s",
+                i + 1,
+                agree,
+                latencies[i]
+            );
+        }
+    }
+    pb.finish_and_clear();
+
+    let trace = fhe.trace.then(|| {
+        trace_report(
+            circuit,
+            &noise,
+            &codes,
+            &exact,
+            &hidden_decrypted,
+            fhe.noise_seed,
+        )
+    });
+    if let Some(t) = &trace {
+        println!(
+            "trace over {} samples: activations differing from the exact circuit",
+            hidden_decrypted.len()
+        );
+        println!("| layer | activations | measured (FHE) | predicted (noise model) | ratio |\n|---|---|---|---|---|");
+        for l in t {
+            println!(
+                "| {} | {} | {:.2}% | {:.2}% | {:.2} |",
+                l.layer,
+                l.activations,
+                100.0 * l.measured_flip_rate,
+                100.0 * l.predicted_flip_rate,
+                l.measured_flip_rate / l.predicted_flip_rate.max(1e-12)
+            );
+        }
+        println!();
+    }
+    let fhe_report = FheReport {
+        samples: n,
+        accuracy: accuracy(&fhe_pred, &labels[..n]),
+        agreement_with_quantized: agreement(&fhe_pred, &exact_pred[..n]),
+        latency_s: Latency::of(&latencies),
+        threads,
+        keygen_s,
+        eval_key_bytes: eval_key.size_bytes(),
+        pbs_per_sample: circuit.pbs_count(),
+        params: params.name.to_owned(),
+        log2_p_error: compiled.log2_p_error,
+        seconds_per_pbs,
+        estimated_latency_s: estimated,
+        trace,
+    };
+    Ok(Report {
+        dataset: data.name.clone(),
+        model: model.to_owned(),
+        arch: circuit.meta.arch.clone(),
+        w_bits: circuit.meta.w_bits,
+        a_bits: circuit.meta.a_bits,
+        fp32_accuracy: circuit.meta.fp32_accuracy,
+        quantized_accuracy,
+        simulated_accuracy,
+        simulated_agreement_with_quantized: agreement(&sim_pred, &exact_pred),
+        test_samples: labels.len(),
+        fhe: fhe_report,
+        layers: compiled.layers,
+    })
+}
+
+/// Per hidden layer: the fraction of decrypted activations that differ from the exact circuit,
+/// beside the noise model's expected fraction (Monte Carlo over the same inputs, so differences
+/// propagated from earlier layers are predicted too).
+fn trace_report(
+    circuit: &Circuit,
+    noise: &NoiseModel,
+    codes: &[Vec<i32>],
+    exact: &[ExactTrace],
+    decrypted: &[Vec<Vec<i32>>],
+    seed: u64,
+) -> Vec<TraceLayer> {
+    let layers = circuit.hidden.len();
+    let mut measured = vec![0usize; layers];
+    let mut predicted = vec![0f64; layers];
+    let mut count = vec![0usize; layers];
+    for (s, dec) in decrypted.iter().enumerate() {
+        for l in 0..layers {
+            measured[l] += dec[l]
+                .iter()
+                .zip(&exact[s].hidden[l])
+                .filter(|(a, b)| a != b)
+                .count();
+            count[l] += dec[l].len();
+        }
+        let diffs: Vec<Vec<usize>> = (0..TRACE_DRAWS)
+            .into_par_iter()
+            .map(|d| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (s as u64) << 20 ^ d);
+                let t = noise.run(circuit, &codes[s], &mut rng);
+                (0..layers)
+                    .map(|l| {
+                        t.hidden[l]
+                            .iter()
+                            .zip(&exact[s].hidden[l])
+                            .filter(|(a, b)| a != b)
+                            .count()
+                    })
+                    .collect()
+            })
+            .collect();
+        for d in diffs {
+            for l in 0..layers {
+                predicted[l] += d[l] as f64 / TRACE_DRAWS as f64;
+            }
+        }
+    }
+    (0..layers)
+        .map(|l| TraceLayer {
+            layer: format!("hidden {}", l + 1),
+            activations: count[l],
+            measured_flip_rate: measured[l] as f64 / count[l].max(1) as f64,
+            predicted_flip_rate: predicted[l] / count[l].max(1) as f64,
+        })
+        .collect()
+}
+
+fn finish(report: &Report, out: &Path) -> anyhow::Result<()> {
+    report.write(out)?;
+    println!("{}", report.accuracy_table());
+    println!(
+        "report written to {} and {}",
+        out.join("report.json").display(),
+        out.join("report.md").display()
+    );
+    Ok(())
+}
+
+pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
+    let circuit = Circuit::load(&args.circuit)?;
+    let data = crate::data::load(&args.data)?;
+    let report = evaluate(&circuit, &data, &args.fhe, "mlp")?;
+    finish(&report, &args.out)
+}
+
+pub fn run_command(args: &RunArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let data = crate::data::load(&args.data)?;
+    let (model, train_report, tc) = crate::train_cmd::train_model(&data, &args.model)?;
+    let info = crate::train_cmd::ModelInfo {
+        dataset: data.name.clone(),
+        config: model.config.clone(),
+        train: tc,
+        fp32_accuracy: train_report.fp32_accuracy,
+        qat_accuracy: train_report.qat_accuracy,
+    };
+    crate::train_cmd::save_model(&args.out, &model, &info)?;
+    let circuit = crate::train_cmd::to_circuit(&model, &data.name, train_report.fp32_accuracy)?;
+    circuit.save(&args.out.join("circuit.json"))?;
+    eprintln!(
+        "trained in {:.1} s; circuit exported ({} PBS per sample)",
+        train_report.seconds,
+        circuit.pbs_count()
+    );
+    let report = evaluate(&circuit, &data, &args.fhe, "mlp")?;
+    finish(&report, &args.out)?;
+    println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}

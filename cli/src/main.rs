@@ -1,0 +1,26 @@
+//! `qfhe`: train a quantized network, export it as a TFHE circuit, and run it encrypted.
+
+mod args;
+mod data;
+mod eval;
+mod report;
+mod train_cmd;
+
+use clap::Parser;
+
+fn main() {
+    let cli = args::Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: args::Cli) -> anyhow::Result<()> {
+    match cli.command {
+        args::Command::Train(a) => train_cmd::train(&a),
+        args::Command::Export(a) => train_cmd::export(&a),
+        args::Command::Eval(a) => eval::eval_command(&a),
+        args::Command::Run(a) => eval::run_command(&a),
+    }
+}

@@ -1,0 +1,184 @@
+//! The report: accuracy table, per-layer noise table, report.json and report.md.
+
+use qfhe_export::LayerReport;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Serialize, Debug)]
+pub struct Latency {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Latency {
+    pub fn of(samples: &[f64]) -> Self {
+        let mut v = samples.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len().max(1);
+        let median = if v.is_empty() {
+            0.0
+        } else if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Self {
+            median,
+            min: v.first().copied().unwrap_or(0.0),
+            max: v.last().copied().unwrap_or(0.0),
+            mean: v.iter().sum::<f64>() / n as f64,
+        }
+    }
+}
+
+#[derive(Serialize, Debug)]
+pub struct TraceLayer {
+    pub layer: String,
+    pub activations: usize,
+    pub measured_flip_rate: f64,
+    pub predicted_flip_rate: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct FheReport {
+    pub samples: usize,
+    pub accuracy: f64,
+    pub agreement_with_quantized: f64,
+    pub latency_s: Latency,
+    pub threads: usize,
+    pub keygen_s: f64,
+    pub eval_key_bytes: usize,
+    pub pbs_per_sample: usize,
+    pub params: String,
+    pub log2_p_error: f64,
+    pub seconds_per_pbs: f64,
+    pub estimated_latency_s: f64,
+    pub trace: Option<Vec<TraceLayer>>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Report {
+    pub dataset: String,
+    pub model: String,
+    pub arch: String,
+    pub w_bits: u32,
+    pub a_bits: u32,
+    pub fp32_accuracy: Option<f64>,
+    pub quantized_accuracy: f64,
+    pub simulated_accuracy: f64,
+    pub simulated_agreement_with_quantized: f64,
+    pub test_samples: usize,
+    pub fhe: FheReport,
+    pub layers: Vec<LayerReport>,
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}%", 100.0 * v)
+}
+
+/// The per-layer table printed before FHE runs.
+pub fn layer_table(layers: &[LayerReport], seconds_per_pbs: Option<f64>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| layer | in→out | acc range | acc bits | PBS | slots/step min (median) | max ‖w‖₂ | noise σ | predicted flips | log2 p_gross | est. latency |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for l in layers {
+        let steps = match (l.min_slots_per_step, l.median_slots_per_step) {
+            (Some(a), Some(b)) => format!("{a:.0} ({b:.0})"),
+            _ => "–".into(),
+        };
+        let sigma = if l.pbs > 0 {
+            format!("{:.2} slots", l.max_sigma)
+        } else {
+            format!("{:.3} acc units", l.max_sigma)
+        };
+        let est = seconds_per_pbs.map_or("–".into(), |t| format!("{:.2} s", t * l.pbs as f64));
+        let _ = writeln!(
+            s,
+            "| {} | {}→{} | [{}, {}] | {} | {} | {} | {:.1} | {} | {} | {:.1} | {} |",
+            l.name,
+            l.d_in,
+            l.d_out,
+            l.acc_min,
+            l.acc_max,
+            l.acc_bits,
+            l.pbs,
+            steps,
+            l.max_l2,
+            sigma,
+            pct(l.predicted_flip_rate),
+            l.log2_p_gross,
+            est
+        );
+    }
+    s
+}
+
+impl Report {
+    pub fn accuracy_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "| model | fp32 | quantized (exact circuit, {} test) | simulated (FHE noise model, {} test) | FHE ({} samples) | FHE agreement with quantized | FHE latency median (min–max) |", self.test_samples, self.test_samples, self.fhe.samples);
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| {} w{}/a{} | {} | {} | {} | {} | {} | {:.2} s ({:.2}–{:.2} s, {} threads) |",
+            self.arch,
+            self.w_bits,
+            self.a_bits,
+            self.fp32_accuracy.map_or("–".into(), pct),
+            pct(self.quantized_accuracy),
+            pct(self.simulated_accuracy),
+            pct(self.fhe.accuracy),
+            pct(self.fhe.agreement_with_quantized),
+            self.fhe.latency_s.median,
+            self.fhe.latency_s.min,
+            self.fhe.latency_s.max,
+            self.fhe.threads
+        );
+        s
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = format!("# qfhe report: {} on {}\n\n", self.arch, self.dataset);
+        s += &self.accuracy_table();
+        let _ = write!(
+            s,
+            "\n- parameters: `{}` (128-bit security), {} PBS per sample, gross-error probability per PBS ≤ 2^{:.1}\n- key generation {:.2} s, evaluation keys {:.1} MB\n- measured {:.1} ms per KS+PBS on the pool ({} threads)\n- simulated vs quantized prediction agreement: {}\n\n## Layers\n\n",
+            self.fhe.params,
+            self.fhe.pbs_per_sample,
+            self.fhe.log2_p_error,
+            self.fhe.keygen_s,
+            self.fhe.eval_key_bytes as f64 / 1e6,
+            self.fhe.seconds_per_pbs * 1e3,
+            self.fhe.threads,
+            pct(self.simulated_agreement_with_quantized),
+        );
+        s += &layer_table(&self.layers, Some(self.fhe.seconds_per_pbs));
+        if let Some(trace) = &self.fhe.trace {
+            s += "\n## Trace: activations differing from the exact circuit\n\n| layer | activations | measured | noise model |\n|---|---|---|---|\n";
+            for t in trace {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} |",
+                    t.layer,
+                    t.activations,
+                    pct(t.measured_flip_rate),
+                    pct(t.predicted_flip_rate)
+                );
+            }
+        }
+        s
+    }
+
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(self)?)?;
+        std::fs::write(dir.join("report.md"), self.markdown())?;
+        Ok(())
+    }
+}

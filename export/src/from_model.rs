@@ -1,0 +1,181 @@
+//! Trained QAT model → circuit.
+//!
+//! The weight codes and encodings are taken from the model's own QAT forward
+//! ([`QMlp::forward_qat_traced`]), and each neuron's table is that forward's activation
+//! arithmetic evaluated at every slot centre, so the circuit computes what the model computed.
+
+use crate::circuit::{
+    Circuit, CircuitError, HiddenLayer, Meta, Neuron, OutputLayer, FORMAT_VERSION, TAG,
+};
+use burn::prelude::*;
+use qfhe_quant::bounds::RowStats;
+use qfhe_quant::encoding::NeuronEncoding;
+use qfhe_quant::scheme::{quantize_activation, unsigned_qmax};
+use qfhe_quant::EncodingError;
+use qfhe_train::QMlp;
+
+/// Why a model could not be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A layer's range cannot be encoded.
+    #[error("{0}")]
+    Encoding(#[from] EncodingError),
+    /// The produced circuit failed validation (a bug, reported rather than written).
+    #[error("{0}")]
+    Circuit(#[from] CircuitError),
+}
+
+fn floats(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
+}
+
+fn floats1(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
+}
+
+/// Burn layout `[d_in, d_out]` codes → neuron-major `[d_out][d_in]` integers.
+fn neuron_major(codes: Tensor<2>) -> (Vec<i32>, usize, usize) {
+    let [d_in, d_out] = codes.dims();
+    let v = floats(codes);
+    let mut w = vec![0i32; d_in * d_out];
+    for i in 0..d_in {
+        for j in 0..d_out {
+            w[j * d_in + i] = v[i * d_out + j] as i32;
+        }
+    }
+    (w, d_in, d_out)
+}
+
+/// The table of one neuron: for every slot `u ∈ [0, N)`, the activation code the QAT forward
+/// produces for an accumulator at the slot's centre, as thresholds.
+pub fn neuron_thresholds(
+    enc: NeuronEncoding,
+    frac_bits: u32,
+    poly_size: u32,
+    k: f32,
+    bias: f32,
+    s_out: f32,
+    out_qmax: i32,
+) -> Vec<i64> {
+    let mut thresholds = vec![poly_size as i64; out_qmax as usize];
+    let mut level = 0;
+    for u in 0..poly_size as i64 {
+        let z = enc.center_acc(u, frac_bits) * k + bias;
+        let y = quantize_activation(z, s_out, out_qmax);
+        while level < y {
+            thresholds[level as usize] = u;
+            level += 1;
+        }
+    }
+    thresholds
+}
+
+/// Output-layer scale: the largest `Δ = 2^d` such that every output's worst-case range plus a
+/// margin of 16 noise std on each side fits the torus (`2^(64-d)` values). The inputs are PBS
+/// outputs, each with std `pbs_sigma_slots` slots = `pbs_sigma_slots · 2^(64 - log2 2N)` torus
+/// units, so an output accumulator's std is `‖W_j‖₂ · pbs_sigma · 2^(64 - log2 2N - d)` units.
+pub fn output_delta_log2(rows: &[RowStats], cfg: &qfhe_quant::EncodingConfig) -> u32 {
+    let slot_log2 = 64 - (2 * cfg.poly_size).trailing_zeros() as i32;
+    let max_range = rows.iter().map(RowStats::range).max().unwrap_or(0) as f64;
+    let max_l2 = rows.iter().map(|r| r.l2).fold(0.0, f64::max);
+    (8..=62u32)
+        .rev()
+        .find(|&d| {
+            let sigma = max_l2 * cfg.noise.pbs_sigma_slots * 2f64.powi(slot_log2 - d as i32);
+            2f64.powi(64 - d as i32) >= max_range + 1.0 + 32.0 * sigma
+        })
+        .unwrap_or(8)
+}
+
+/// Export a trained model (evaluation mode) as a circuit.
+///
+/// # Errors
+/// [`ExportError::Encoding`] when a layer's worst-case range cannot be encoded.
+pub fn export_mlp(model: &QMlp, dataset: &str) -> Result<Circuit, ExportError> {
+    let cfg = &model.config;
+    let device = model.device();
+    let probe = Tensor::<2>::zeros([1, cfg.inputs], &device);
+    let (_, trace) = model.forward_qat_traced(probe)?;
+    let scales = model.input_scales();
+    let enc_cfg = cfg.encoding;
+    let mut hidden = Vec::new();
+    let mut in_qmax = unsigned_qmax(cfg.in_bits);
+    for (l, t) in trace.hidden.iter().enumerate() {
+        let layer = &model.layers[l];
+        let (weights, d_in, d_out) = neuron_major(t.codes.clone());
+        let s_w = floats1(layer.w_scale.val());
+        let bias = floats1(layer.bias.val());
+        let (s_in, s_out) = (scales[l], scales[l + 1]);
+        let out_qmax = model.acts[l].qmax();
+        let neurons = t
+            .encoding
+            .neurons
+            .iter()
+            .enumerate()
+            .map(|(j, &e)| Neuron {
+                mult: e.mult,
+                offset: e.offset,
+                thresholds: neuron_thresholds(
+                    e,
+                    enc_cfg.frac_bits,
+                    enc_cfg.poly_size,
+                    s_in * s_w[j],
+                    bias[j],
+                    s_out,
+                    out_qmax,
+                ),
+            })
+            .collect();
+        hidden.push(HiddenLayer {
+            d_in,
+            d_out,
+            in_qmax,
+            out_qmax,
+            w_bits: layer.w_bits,
+            weights,
+            delta_in: t.encoding.delta_in,
+            neurons,
+        });
+        in_qmax = out_qmax;
+    }
+    let last = model.layers.last().expect("at least one layer");
+    let (weights, d_in, d_out) = neuron_major(trace.output_codes.clone());
+    let s_in = *scales.last().expect("scales");
+    let scale = floats1(last.w_scale.val())
+        .iter()
+        .map(|&s| s * s_in)
+        .collect();
+    let rows: Vec<RowStats> = (0..d_out)
+        .map(|j| RowStats::of_row(&weights[j * d_in..(j + 1) * d_in], in_qmax))
+        .collect();
+    let delta_log2 = output_delta_log2(&rows, &enc_cfg);
+    let output = OutputLayer {
+        d_in,
+        d_out,
+        in_qmax,
+        w_bits: last.w_bits,
+        weights,
+        delta_log2,
+        scale,
+        bias: floats1(last.bias.val()),
+    };
+    let circuit = Circuit {
+        format: TAG.into(),
+        version: FORMAT_VERSION,
+        encoding: enc_cfg,
+        features: cfg.inputs,
+        in_bits: cfg.in_bits,
+        input_delta: trace.hidden.first().map_or(1, |t| t.encoding.delta_in),
+        hidden,
+        output,
+        meta: Meta {
+            dataset: dataset.into(),
+            arch: cfg.arch(),
+            w_bits: cfg.w_bits,
+            a_bits: cfg.a_bits,
+            fp32_accuracy: None,
+        },
+    };
+    circuit.validate()?;
+    Ok(circuit)
+}

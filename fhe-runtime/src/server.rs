@@ -1,0 +1,265 @@
+//! The server: evaluates a circuit on ciphertexts with the evaluation keys only.
+
+use crate::keys::EvalKey;
+use crate::params::FheParams;
+use qfhe_export::{Circuit, HiddenLayer};
+use rayon::prelude::*;
+use tfhe::core_crypto::prelude::*;
+
+/// Errors of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The circuit was exported for other parameters.
+    #[error("the circuit was exported for polynomial size N = {circuit}, but the parameters ({name}) have N = {params}; re-export with --poly-size {params}, or choose parameters with N = {circuit}")]
+    ParamsMismatch {
+        /// Circuit's N.
+        circuit: u32,
+        /// Parameters' N.
+        params: u32,
+        /// Parameter set.
+        name: &'static str,
+    },
+    /// Bad input.
+    #[error("bad input: {0}")]
+    Input(String),
+}
+
+pub(crate) fn check_params(circuit: &Circuit, params: &FheParams) -> Result<(), RuntimeError> {
+    if circuit.encoding.poly_size != params.poly_size() {
+        return Err(RuntimeError::ParamsMismatch {
+            circuit: circuit.encoding.poly_size,
+            params: params.poly_size(),
+            name: params.name,
+        });
+    }
+    Ok(())
+}
+
+/// Ciphertexts of one evaluation.
+pub struct Evaluation {
+    /// PBS outputs of each hidden layer (kept for trace mode).
+    pub hidden: Vec<Vec<LweCiphertextOwned<u64>>>,
+    /// Output-layer accumulators, to be decrypted by the client.
+    pub output: Vec<LweCiphertextOwned<u64>>,
+}
+
+/// A server for one circuit: evaluation keys plus one LUT per hidden neuron, built once.
+pub struct Server<'a> {
+    circuit: &'a Circuit,
+    key: &'a EvalKey,
+    /// `luts[l][j]`: the trivially encrypted GLWE LUT of hidden neuron `j` of layer `l`.
+    luts: Vec<Vec<GlweCiphertextOwned<u64>>>,
+}
+
+/// Per-thread scratch space for KS + PBS.
+struct Scratch {
+    small: LweCiphertextOwned<u64>,
+    buffers: ComputationBuffers,
+    fft: Fft,
+}
+
+impl<'a> Server<'a> {
+    /// Prepare `circuit` for evaluation with `key`: one LUT polynomial per hidden neuron, whose
+    /// coefficient `s` is `level(s) · Δ_next` (the table read at slot `s`, written in the next
+    /// stage's encoding).
+    ///
+    /// # Errors
+    /// [`RuntimeError::ParamsMismatch`] if the circuit's polynomial size differs from the keys'.
+    pub fn new(circuit: &'a Circuit, key: &'a EvalKey) -> Result<Self, RuntimeError> {
+        check_params(circuit, &key.params)?;
+        let p = &key.params.set;
+        let n = p.polynomial_size.0;
+        let luts = circuit
+            .hidden
+            .iter()
+            .enumerate()
+            .map(|(l, layer)| {
+                let delta_next = circuit.output_torus_delta(l);
+                layer
+                    .neurons
+                    .iter()
+                    .map(|neuron| {
+                        let body: Vec<u64> = (0..n as i64)
+                            .map(|s| neuron.level_at(s) as u64 * delta_next)
+                            .collect();
+                        allocate_and_trivially_encrypt_new_glwe_ciphertext(
+                            p.glwe_dimension.to_glwe_size(),
+                            &PlaintextList::from_container(body),
+                            p.ciphertext_modulus,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Self { circuit, key, luts })
+    }
+
+    fn scratch(&self) -> Scratch {
+        let p = &self.key.params.set;
+        let fft = Fft::new(p.polynomial_size);
+        let mut buffers = ComputationBuffers::new();
+        buffers.resize(
+            blind_rotate_assign_mem_optimized_requirement::<u64>(
+                p.glwe_dimension.to_glwe_size(),
+                p.polynomial_size,
+                fft.as_view(),
+            )
+            .unaligned_bytes_required(),
+        );
+        Scratch {
+            small: LweCiphertext::new(0u64, p.lwe_dimension.to_lwe_size(), p.ciphertext_modulus),
+            buffers,
+            fft,
+        }
+    }
+
+    /// Evaluate the circuit on encrypted inputs. Each hidden layer's neurons run in parallel on
+    /// the rayon pool (GEMM row, keyswitch, centered modulus switch, blind rotation, sample
+    /// extraction per neuron).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Input`] if the number of ciphertexts is not the circuit's input width.
+    pub fn evaluate(&self, inputs: &[LweCiphertextOwned<u64>]) -> Result<Evaluation, RuntimeError> {
+        if inputs.len() != self.circuit.features {
+            return Err(RuntimeError::Input(format!(
+                "{} ciphertexts, the circuit takes {}",
+                inputs.len(),
+                self.circuit.features
+            )));
+        }
+        let tpu = self.circuit.encoding.torus_per_unit();
+        let mut hidden = Vec::with_capacity(self.circuit.hidden.len());
+        let mut x: &[LweCiphertextOwned<u64>] = inputs;
+        for (l, layer) in self.circuit.hidden.iter().enumerate() {
+            let out: Vec<_> = (0..layer.d_out)
+                .into_par_iter()
+                .map_init(
+                    || self.scratch(),
+                    |s, j| {
+                        let n = &layer.neurons[j];
+                        let c = n.mult / layer.delta_in;
+                        // Half a phase unit keeps every phase off the slot boundaries.
+                        let offset = (n.offset as u64).wrapping_mul(tpu).wrapping_add(tpu / 2);
+                        let acc = gemm_row(layer.row(j), c, x, offset);
+                        self.bootstrap(&acc, &self.luts[l][j], s)
+                    },
+                )
+                .collect();
+            hidden.push(out);
+            x = hidden.last().expect("just pushed");
+        }
+        let o = &self.circuit.output;
+        let output = (0..o.d_out)
+            .into_par_iter()
+            .map(|j| {
+                let offset = (o.placement(j) as u64).wrapping_mul(1u64 << o.delta_log2);
+                gemm_row(&o.weights[j * o.d_in..(j + 1) * o.d_in], 1, x, offset)
+            })
+            .collect();
+        Ok(Evaluation { hidden, output })
+    }
+
+    /// KS → centered modulus switch → blind rotation → sample extraction.
+    fn bootstrap(
+        &self,
+        acc: &LweCiphertextOwned<u64>,
+        lut: &GlweCiphertextOwned<u64>,
+        s: &mut Scratch,
+    ) -> LweCiphertextOwned<u64> {
+        let p = &self.key.params.set;
+        keyswitch_lwe_ciphertext(&self.key.ksk, acc, &mut s.small);
+        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
+            s.small.as_view(),
+            p.polynomial_size.to_blind_rotation_input_modulus_log(),
+        );
+        let mut glwe = lut.clone();
+        blind_rotate_assign_mem_optimized(
+            &msed,
+            &mut glwe,
+            &self.key.bsk,
+            s.fft.as_view(),
+            s.buffers.stack(),
+        );
+        let mut out = LweCiphertext::new(0u64, acc.lwe_size(), p.ciphertext_modulus);
+        extract_lwe_sample_from_glwe_ciphertext(&glwe, &mut out, MonomialDegree(0));
+        out
+    }
+
+    /// The circuit.
+    pub fn circuit(&self) -> &Circuit {
+        self.circuit
+    }
+
+    /// Number of hidden layers.
+    pub fn layers(&self) -> &[HiddenLayer] {
+        &self.circuit.hidden
+    }
+}
+
+/// `c · Σ_i w_i · ct_i + offset` over ciphertexts. Inputs sharing a weight value are summed
+/// first (additions vectorise; multiplications by a 64-bit scalar do not), then each partial
+/// sum is multiplied once: `2^w_bits - 2` multiplications per row instead of `d_in`.
+pub fn gemm_row(
+    weights: &[i32],
+    c: i64,
+    inputs: &[LweCiphertextOwned<u64>],
+    offset: u64,
+) -> LweCiphertextOwned<u64> {
+    let size = inputs[0].lwe_size();
+    let cm = inputs[0].ciphertext_modulus();
+    let qmax = weights.iter().map(|w| w.abs()).max().unwrap_or(0);
+    let mut acc = vec![0u64; size.0];
+    let mut partial = vec![0u64; size.0];
+    for w in (-qmax..=qmax).filter(|&w| w != 0) {
+        partial.iter_mut().for_each(|v| *v = 0);
+        let mut any = false;
+        for (ct, _) in inputs.iter().zip(weights).filter(|(_, &wi)| wi == w) {
+            for (p, &v) in partial.iter_mut().zip(ct.as_ref()) {
+                *p = p.wrapping_add(v);
+            }
+            any = true;
+        }
+        if any {
+            let m = (w as i64 * c) as u64;
+            for (a, &p) in acc.iter_mut().zip(&partial) {
+                *a = a.wrapping_add(p.wrapping_mul(m));
+            }
+        }
+    }
+    let last = acc.len() - 1;
+    acc[last] = acc[last].wrapping_add(offset);
+    LweCiphertext::from_container(acc, cm)
+}
+
+impl Server<'_> {
+    /// Measured PBS throughput of the rayon pool, in seconds per KS+PBS: `count` bootstraps of
+    /// random-looking ciphertexts (random masks and bodies; all-zero inputs would skip work and
+    /// time 100× too fast) through the first neuron's LUT.
+    pub fn seconds_per_pbs(&self, count: usize) -> f64 {
+        let p = &self.key.params.set;
+        let size = LweSize(self.key.params.big_dim() + 1);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let inputs: Vec<LweCiphertextOwned<u64>> = (0..count)
+            .map(|_| {
+                let words = (0..size.0)
+                    .map(|_| {
+                        // splitmix64: uniform words are all a timing needs.
+                        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                        let mut z = state;
+                        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                        z ^ (z >> 31)
+                    })
+                    .collect();
+                LweCiphertext::from_container(words, p.ciphertext_modulus)
+            })
+            .collect();
+        let lut = &self.luts[0][0];
+        let start = std::time::Instant::now();
+        let _out: Vec<_> = inputs
+            .par_iter()
+            .map_init(|| self.scratch(), |s, ct| self.bootstrap(ct, lut, s))
+            .collect();
+        start.elapsed().as_secs_f64() / count as f64
+    }
+}

@@ -1,0 +1,67 @@
+//! Worst-case accumulator ranges, known exactly from the integer weights and the input range.
+
+/// Per-neuron statistics of an integer weight row `W_j` (codes) applied to unsigned inputs in
+/// `[0, in_qmax]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowStats {
+    /// Smallest possible accumulator `Σ_i min(0, W_ji) · in_qmax`.
+    pub acc_min: i64,
+    /// Largest possible accumulator `Σ_i max(0, W_ji) · in_qmax`.
+    pub acc_max: i64,
+    /// ‖W_j‖₂, the factor by which the GEMM multiplies the noise std of its inputs.
+    pub l2: f64,
+}
+
+impl RowStats {
+    /// Statistics of one row of integer weights.
+    pub fn of_row(row: &[i32], in_qmax: i32) -> Self {
+        let (mut neg, mut pos, mut sq) = (0i64, 0i64, 0f64);
+        for &w in row {
+            if w < 0 {
+                neg += w as i64;
+            } else {
+                pos += w as i64;
+            }
+            sq += (w as f64) * (w as f64);
+        }
+        Self {
+            acc_min: neg * in_qmax as i64,
+            acc_max: pos * in_qmax as i64,
+            l2: sq.sqrt(),
+        }
+    }
+
+    /// Width of the worst-case range, `acc_max - acc_min` (accumulator units).
+    pub fn range(&self) -> i64 {
+        self.acc_max - self.acc_min
+    }
+}
+
+/// Bits needed to hold every value of `[acc_min, acc_max]` as a signed integer
+/// (the accumulator bit width Concrete ML reports): `ceil(log2(max(|min|, |max|+1))) + 1`.
+pub fn signed_bit_width(acc_min: i64, acc_max: i64) -> u32 {
+    let mag = acc_min.unsigned_abs().max(acc_max.unsigned_abs() + 1);
+    64 - (mag - 1).leading_zeros() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_stats_are_exact_worst_cases() {
+        let s = RowStats::of_row(&[3, -2, 0, 1, -3], 7);
+        assert_eq!(s.acc_min, -35);
+        assert_eq!(s.acc_max, 28);
+        assert_eq!(s.range(), 63);
+        assert!((s.l2 - 23f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bit_widths() {
+        assert_eq!(signed_bit_width(-8, 7), 4);
+        assert_eq!(signed_bit_width(-9, 7), 5);
+        assert_eq!(signed_bit_width(0, 8), 5);
+        assert_eq!(signed_bit_width(-35, 28), 7);
+    }
+}

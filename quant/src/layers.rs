@@ -1,0 +1,189 @@
+//! Fake-quantized Burn modules and the quantized forward of one layer.
+//!
+//! Shapes follow `burn::nn::Linear`: weights `[d_in, d_out]`, inputs `[batch, d_in]`.
+
+use crate::bounds::RowStats;
+use crate::encoding::LayerEncoding;
+use crate::scheme::{signed_qmax, unsigned_qmax};
+use crate::ste::{grad_scale, round_ste, straight_through};
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+/// A linear layer with per-output-channel signed symmetric fake-quantized weights (LSQ scales).
+#[derive(Module, Debug)]
+pub struct QuantLinear {
+    /// Float weights `[d_in, d_out]`.
+    pub weight: Param<Tensor<2>>,
+    /// Float bias `[d_out]` (kept float: the LUT applies it, so it costs no precision).
+    pub bias: Param<Tensor<1>>,
+    /// Per-output-channel weight step `[d_out]`.
+    pub w_scale: Param<Tensor<1>>,
+    /// Weight bit width.
+    pub w_bits: u32,
+}
+
+/// The accumulator-aware bound applied to a layer's weights (A2Q-style, Colbert et al. 2023):
+/// each row's worst-case pre-activation range, `‖w_j‖₁ · x_max / s_out`, is scaled down to at
+/// most `max_steps` output steps.
+#[derive(Debug, Clone)]
+pub struct AccumulatorBound {
+    /// Largest input value in float units (`in_qmax · s_in`).
+    pub x_max: f32,
+    /// The next activation quantizer's step `[1]`.
+    pub s_out: Tensor<1>,
+    /// Allowed output steps over the worst-case range.
+    pub max_steps: f32,
+}
+
+impl QuantLinear {
+    /// Kaiming-uniform weights, zero bias, unit scales (call [`QuantLinear::init_scales`] before
+    /// quantizing).
+    pub fn new(d_in: usize, d_out: usize, w_bits: u32, device: &Device) -> Self {
+        let bound = (1.0 / d_in as f64).sqrt();
+        Self {
+            weight: Param::from_tensor(Tensor::random(
+                [d_in, d_out],
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
+            bias: Param::from_tensor(Tensor::zeros([d_out], device)),
+            w_scale: Param::from_tensor(Tensor::ones([d_out], device)),
+            w_bits,
+        }
+    }
+
+    /// Float forward `x·W + b`, `[batch, d_in] -> [batch, d_out]`.
+    pub fn forward_float(&self, x: Tensor<2>) -> Tensor<2> {
+        x.matmul(self.weight.val()) + self.bias.val().unsqueeze_dim(0)
+    }
+
+    /// LSQ initial steps from the current float weights: `2·mean|w_j| / sqrt(qmax)` per channel.
+    pub fn init_scales(&mut self) {
+        let qmax = signed_qmax(self.w_bits) as f64;
+        let s = self
+            .weight
+            .val()
+            .abs()
+            .mean_dim(0)
+            .squeeze_dim::<1>(0)
+            .mul_scalar(2.0 / qmax.sqrt());
+        self.w_scale = Param::from_tensor(s.clamp_min(1e-6).detach());
+    }
+
+    /// The effective float weights: the bound applied if given.
+    fn bounded_weight(&self, bound: Option<&AccumulatorBound>) -> Tensor<2> {
+        let w = self.weight.val();
+        match bound {
+            None => w,
+            Some(b) => {
+                let l1 = w.clone().abs().sum_dim(0).clamp_min(1e-12); // [1, d_out]
+                let steps = l1.mul_scalar(b.x_max) / b.s_out.clone().unsqueeze_dim(0);
+                let shrink = (steps.recip().mul_scalar(b.max_steps)).clamp_max(1.0);
+                w * shrink
+            }
+        }
+    }
+
+    /// The per-channel step with LSQ gradient scaling, `[d_out]` (value exactly `w_scale`).
+    pub fn scale(&self) -> Tensor<1> {
+        let [d_in, _] = self.weight.val().dims();
+        let g = 1.0 / ((d_in as f32) * signed_qmax(self.w_bits) as f32).sqrt();
+        grad_scale(self.w_scale.val(), g)
+    }
+
+    /// Integer weight codes `[d_in, d_out]` (as `f32`, exact integers in `[-qmax, qmax]`):
+    /// `round(clamp(w / s, -qmax, qmax))`, straight-through gradient to `w` and `s`.
+    pub fn codes(&self, bound: Option<&AccumulatorBound>) -> Tensor<2> {
+        let qmax = signed_qmax(self.w_bits) as f32;
+        let v = self.bounded_weight(bound) / self.scale().unsqueeze_dim(0);
+        round_ste(v.clamp(-qmax, qmax))
+    }
+}
+
+/// An unsigned activation quantizer after ReLU with a learned (LSQ) step.
+#[derive(Module, Debug)]
+pub struct ActQuant {
+    /// The step `[1]`.
+    pub scale: Param<Tensor<1>>,
+    /// Activation bit width.
+    pub bits: u32,
+}
+
+impl ActQuant {
+    /// A quantizer with step 1 (call [`ActQuant::calibrate`]).
+    pub fn new(bits: u32, device: &Device) -> Self {
+        Self {
+            scale: Param::from_tensor(Tensor::ones([1], device)),
+            bits,
+        }
+    }
+
+    /// Largest code, `2^bits - 1`.
+    pub fn qmax(&self) -> i32 {
+        unsigned_qmax(self.bits)
+    }
+
+    /// LSQ initial step from a batch of float pre-activations: `2·mean(relu(z)) / sqrt(qmax)`.
+    pub fn calibrate(&mut self, z: Tensor<2>) {
+        let m = burn::tensor::activation::relu(z)
+            .mean()
+            .into_scalar::<f32>();
+        let s = (2.0 * m / (self.qmax() as f32).sqrt()).max(1e-4);
+        self.scale = Param::from_tensor(Tensor::from_floats([s], &self.scale.val().device()));
+    }
+
+    /// The step with LSQ gradient scaling for `n` values per batch (value exactly `scale`).
+    pub fn step(&self, n: usize) -> Tensor<1> {
+        grad_scale(
+            self.scale.val(),
+            1.0 / ((n as f32) * self.qmax() as f32).sqrt(),
+        )
+    }
+
+    /// Codes `clamp(round(z / s), 0, qmax)` `[batch, d]`, straight-through (LSQ gradients).
+    pub fn quantize(&self, z: Tensor<2>, step: Tensor<1>) -> Tensor<2> {
+        let q = self.qmax() as f32;
+        round_ste((z / step.unsqueeze_dim(0)).clamp(0.0, q))
+    }
+}
+
+/// Read the worst-case statistics of integer weight codes `[d_in, d_out]` for inputs in
+/// `[0, in_qmax]`: one [`RowStats`] per output neuron. Reductions run on the device; only
+/// `3 · d_out` values are copied back.
+pub fn row_stats(codes: &Tensor<2>, in_qmax: i32) -> Vec<RowStats> {
+    let c = codes.clone().detach();
+    let to_vec = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32 tensor");
+    let neg = to_vec(c.clone().clamp_max(0.0).sum_dim(0));
+    let pos = to_vec(c.clone().clamp_min(0.0).sum_dim(0));
+    let sq = to_vec(c.powi_scalar(2).sum_dim(0));
+    neg.iter()
+        .zip(&pos)
+        .zip(&sq)
+        .map(|((&n, &p), &s)| RowStats {
+            acc_min: n as i64 * in_qmax as i64,
+            acc_max: p as i64 * in_qmax as i64,
+            l2: (s as f64).sqrt(),
+        })
+        .collect()
+}
+
+/// Round accumulators `[batch, d_out]` to their slot centres under `enc` (see
+/// [`crate::encoding`]), straight-through. Exact: every intermediate is an integer below 2^24
+/// until the final division, which is the same IEEE `f32` division the simulator performs.
+pub fn round_to_slots(acc: Tensor<2>, enc: &LayerEncoding, frac_bits: u32) -> Tensor<2> {
+    let device = acc.device();
+    let unit = (1i64 << frac_bits) as f32;
+    let half = 1i64 << (frac_bits - 1);
+    let row = |v: Vec<f32>| Tensor::<1>::from_floats(v.as_slice(), &device).unsqueeze_dim::<2>(0);
+    let mult = row(enc.neurons.iter().map(|n| n.mult as f32).collect());
+    let offset = row(enc.neurons.iter().map(|n| n.offset as f32).collect());
+    let half_minus_offset = row(enc
+        .neurons
+        .iter()
+        .map(|n| (half - n.offset) as f32)
+        .collect());
+    let slot = ((acc.clone().detach() * mult.clone() + offset).mul_scalar(1.0 / unit)).floor();
+    let center = (slot.mul_scalar(unit) + half_minus_offset) / mult;
+    straight_through(center, acc)
+}

@@ -1,0 +1,16 @@
+//! QAT models and training loops on Burn 0.22.
+//!
+//! * [`model`]: [`QMlp`], an MLP of fake-quantized layers whose QAT forward computes exactly the
+//!   integers the exported circuit computes (slot rounding included);
+//! * [`batch`]: turning an [`qfhe_datasets::ImageSet`] into Burn tensors;
+//! * [`trainer`]: fp32 pre-training, calibration and QAT fine-tuning with progress bars;
+//! * [`device`]: choosing the Burn backend at run time (`flex`, `ndarray`, `wgpu`).
+
+pub mod batch;
+pub mod device;
+pub mod model;
+pub mod trainer;
+
+pub use device::{select_device, DeviceChoice};
+pub use model::{HiddenTrace, MlpConfig, QMlp, QatTrace};
+pub use trainer::{evaluate_float, evaluate_qat, train, TrainConfig, TrainError, TrainReport};

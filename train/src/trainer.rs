@@ -1,0 +1,315 @@
+//! Training: fp32 pre-training, quantizer calibration, QAT fine-tuning.
+
+use crate::batch::{argmax_rows, code_inputs, float_inputs, one_hot};
+use crate::model::{MlpConfig, QMlp};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qfhe_datasets::{Dataset, ImageSet};
+use qfhe_quant::EncodingError;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::io::IsTerminal;
+use std::time::Instant;
+
+/// Training hyper-parameters.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    /// Epochs of fp32 training (the fp32 accuracy column comes from this model).
+    pub fp32_epochs: usize,
+    /// Epochs of QAT fine-tuning from the fp32 model.
+    pub qat_epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Adam learning rate for fp32 training.
+    pub lr: f64,
+    /// Initial Adam learning rate for QAT (cosine decay to 5% of it).
+    pub qat_lr: f64,
+    /// Seed for initialisation and shuffling.
+    pub seed: u64,
+    /// Use only the first `n` training images (tests); `None` uses all.
+    pub max_train: Option<usize>,
+    /// Use only the first `n` test images for the per-epoch evaluation; `None` uses all.
+    pub max_eval: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            fp32_epochs: 6,
+            qat_epochs: 12,
+            batch_size: 128,
+            lr: 1e-3,
+            qat_lr: 1e-3,
+            seed: 42,
+            max_train: None,
+            max_eval: None,
+        }
+    }
+}
+
+/// One epoch's numbers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EpochLog {
+    /// `fp32` or `qat`.
+    pub phase: String,
+    /// 1-based epoch number within its phase.
+    pub epoch: usize,
+    /// Mean training cross-entropy.
+    pub loss: f64,
+    /// Test accuracy after the epoch, in [0, 1].
+    pub test_accuracy: f64,
+    /// Wall time of the epoch's training steps, seconds.
+    pub seconds: f64,
+}
+
+/// What training measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainReport {
+    /// fp32 model accuracy on the evaluation set, in [0, 1].
+    pub fp32_accuracy: f64,
+    /// Quantized (QAT forward) accuracy on the evaluation set, in [0, 1].
+    pub qat_accuracy: f64,
+    /// Per-epoch log.
+    pub epochs: Vec<EpochLog>,
+    /// Total training wall time, seconds.
+    pub seconds: f64,
+}
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A layer's accumulator range cannot be encoded.
+    #[error("layer cannot be encoded for the PBS: {0}")]
+    Encoding(#[from] EncodingError),
+    /// The dataset does not fit the model.
+    #[error("{0}")]
+    Data(String),
+}
+
+fn progress(len: usize, label: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    if !std::io::stderr().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_owned());
+    pb
+}
+
+fn cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    let n = logits.dims()[0] as f64;
+    (log_softmax(logits, 1) * targets)
+        .sum()
+        .mul_scalar(-1.0 / n)
+}
+
+/// Train an MLP on `data`: fp32, then calibration and QAT. Returns the QAT model in evaluation
+/// mode (no autodiff) and what was measured. Progress bars on stderr when it is a terminal, and
+/// one line per epoch.
+///
+/// # Errors
+/// [`TrainError::Data`] if the images do not match `model_cfg.inputs` or the labels exceed
+/// `model_cfg.classes`; [`TrainError::Encoding`] if a layer cannot be encoded.
+pub fn train(
+    model_cfg: MlpConfig,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    device: &Device,
+) -> Result<(QMlp, TrainReport), TrainError> {
+    if data.train.pixels() != model_cfg.inputs {
+        return Err(TrainError::Data(format!(
+            "images have {} pixels but the model expects {} inputs",
+            data.train.pixels(),
+            model_cfg.inputs
+        )));
+    }
+    if data.num_classes > model_cfg.classes {
+        return Err(TrainError::Data(format!(
+            "labels go up to {} but the model has {} classes",
+            data.num_classes - 1,
+            model_cfg.classes
+        )));
+    }
+    let start = Instant::now();
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let classes = model_cfg.classes;
+    let train_set = match cfg.max_train {
+        Some(n) => data.train.head(n),
+        None => data.train.clone(),
+    };
+    let eval_set = match cfg.max_eval {
+        Some(n) => data.test.head(n),
+        None => data.test.clone(),
+    };
+    let mut model = QMlp::new(model_cfg, &ad);
+    let mut epochs = Vec::new();
+    let mut order: Vec<usize> = (0..train_set.len()).collect();
+    let batches = order.len().div_ceil(cfg.batch_size);
+
+    let mut opt = AdamConfig::new().init();
+    let mut fp32_accuracy = 0.0;
+    for epoch in 1..=cfg.fp32_epochs {
+        order.shuffle(&mut rng);
+        let pb = progress(batches, &format!("fp32 {epoch}/{}", cfg.fp32_epochs));
+        let t = Instant::now();
+        let mut loss_sum = 0.0;
+        for idx in order.chunks(cfg.batch_size) {
+            let x = float_inputs(&train_set, idx, &ad);
+            let y = one_hot(&train_set, idx, classes, &ad);
+            let loss = cross_entropy(model.forward_float(x).0, y);
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = opt.step(cfg.lr, model, grads);
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let seconds = t.elapsed().as_secs_f64();
+        fp32_accuracy = evaluate_float(&model.valid(), &eval_set).0;
+        log_epoch(
+            &mut epochs,
+            "fp32",
+            epoch,
+            loss_sum / batches as f64,
+            fp32_accuracy,
+            seconds,
+        );
+    }
+
+    calibrate(&mut model, &train_set);
+    let mut opt = AdamConfig::new().init();
+    let total_steps = (cfg.qat_epochs * batches).max(1);
+    let mut step = 0usize;
+    let mut qat_accuracy = evaluate_qat(&model.valid(), &eval_set)?.0;
+    eprintln!(
+        "  calibrated quantizers: QAT accuracy before fine-tuning {:.4}",
+        qat_accuracy
+    );
+    for epoch in 1..=cfg.qat_epochs {
+        order.shuffle(&mut rng);
+        let pb = progress(batches, &format!("QAT {epoch}/{}", cfg.qat_epochs));
+        let t = Instant::now();
+        let mut loss_sum = 0.0;
+        for idx in order.chunks(cfg.batch_size) {
+            let x = code_inputs(&train_set, idx, model.config.in_bits, &ad);
+            let y = one_hot(&train_set, idx, classes, &ad);
+            let loss = cross_entropy(model.forward_qat(x)?, y);
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let progress_frac = step as f64 / total_steps as f64;
+            let lr = cfg.qat_lr
+                * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress_frac).cos()));
+            model = opt.step(lr, model, grads);
+            step += 1;
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let seconds = t.elapsed().as_secs_f64();
+        qat_accuracy = evaluate_qat(&model.valid(), &eval_set)?.0;
+        log_epoch(
+            &mut epochs,
+            "qat",
+            epoch,
+            loss_sum / batches as f64,
+            qat_accuracy,
+            seconds,
+        );
+    }
+    let report = TrainReport {
+        fp32_accuracy,
+        qat_accuracy,
+        epochs,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((model.valid(), report))
+}
+
+fn log_epoch(
+    log: &mut Vec<EpochLog>,
+    phase: &str,
+    epoch: usize,
+    loss: f64,
+    acc: f64,
+    seconds: f64,
+) {
+    eprintln!(
+        "  {phase:>4} epoch {epoch:>2}: loss {loss:.4}  test accuracy {acc:.4}  ({seconds:.1} s)"
+    );
+    log.push(EpochLog {
+        phase: phase.into(),
+        epoch,
+        loss,
+        test_accuracy: acc,
+        seconds,
+    });
+}
+
+/// LSQ initial weight steps, and activation steps from the float pre-activations of up to 2048
+/// training images.
+fn calibrate(model: &mut QMlp, set: &ImageSet) {
+    let idx: Vec<usize> = (0..set.len().min(2048)).collect();
+    let x = float_inputs(set, &idx, &model.device());
+    let (_, pre) = model.forward_float(x);
+    for layer in &mut model.layers {
+        layer.init_scales();
+    }
+    for (act, z) in model.acts.iter_mut().zip(pre) {
+        act.calibrate(z.detach());
+    }
+}
+
+const EVAL_BATCH: usize = 1000;
+
+/// Float accuracy of `model` on `set` and its predictions.
+pub fn evaluate_float(model: &QMlp, set: &ImageSet) -> (f64, Vec<usize>) {
+    let device = model.device();
+    let mut preds = Vec::with_capacity(set.len());
+    let idx: Vec<usize> = (0..set.len()).collect();
+    for chunk in idx.chunks(EVAL_BATCH) {
+        let logits = model.forward_float(float_inputs(set, chunk, &device)).0;
+        preds.extend(argmax_rows(
+            &logits.into_data().try_into_vec::<f32>().expect("f32"),
+            model.config.classes,
+        ));
+    }
+    (accuracy(&preds, &set.labels), preds)
+}
+
+/// Quantized (QAT forward) accuracy of `model` on `set`, its predictions and logits
+/// (`[n, classes]` row-major).
+///
+/// # Errors
+/// [`TrainError::Encoding`] if a layer cannot be encoded.
+pub fn evaluate_qat(
+    model: &QMlp,
+    set: &ImageSet,
+) -> Result<(f64, Vec<usize>, Vec<f32>), TrainError> {
+    let device = model.device();
+    let mut preds = Vec::with_capacity(set.len());
+    let mut all = Vec::with_capacity(set.len() * model.config.classes);
+    let idx: Vec<usize> = (0..set.len()).collect();
+    for chunk in idx.chunks(EVAL_BATCH) {
+        let logits = model.forward_qat(code_inputs(set, chunk, model.config.in_bits, &device))?;
+        let v = logits.into_data().try_into_vec::<f32>().expect("f32");
+        preds.extend(argmax_rows(&v, model.config.classes));
+        all.extend(v);
+    }
+    Ok((accuracy(&preds, &set.labels), preds, all))
+}
+
+/// Fraction of `preds` equal to `labels`.
+pub fn accuracy(preds: &[usize], labels: &[u8]) -> f64 {
+    let ok = preds
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count();
+    ok as f64 / preds.len().max(1) as f64
+}
