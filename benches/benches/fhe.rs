@@ -1,1 +1,47 @@
-fn main() {}
+//! Criterion benchmarks on N = 2048 (`V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128`):
+//! one KS+PBS, one 784→128 GEMM layer (no PBS), and one full MNIST sample (encrypt, evaluate,
+//! decrypt) on the rayon pool. Run: `cargo bench -p qfhe-benches`.
+use criterion::{criterion_group, criterion_main, Criterion};
+use qfhe_benches::{mnist_circuit, random_ciphertexts, random_codes};
+use qfhe_fhe_runtime::server::gemm_row;
+use qfhe_fhe_runtime::{Client, ClientKey, FheParams, Server};
+use std::hint::black_box;
+
+fn benches(c: &mut Criterion) {
+    let circuit = mnist_circuit(&[128]);
+    let params = FheParams::n2048();
+    let (ck, ek) = ClientKey::generate(params);
+    let server = Server::new(&circuit, &ek).unwrap();
+    let client = Client::new(&ck, &circuit).unwrap();
+
+    let ct = random_ciphertexts(1, params.big_dim()).pop().unwrap();
+    c.bench_function("ks_pbs_n2048", |b| {
+        b.iter(|| server.bootstrap_one(black_box(&ct)))
+    });
+
+    let inputs = random_ciphertexts(784, params.big_dim());
+    let layer = &circuit.hidden[0];
+    c.bench_function("gemm_784x128_n2048", |b| {
+        b.iter(|| {
+            (0..layer.d_out)
+                .map(|j| gemm_row(layer.row(j), layer.neurons[j].mult, black_box(&inputs), 0))
+                .collect::<Vec<_>>()
+        })
+    });
+
+    let x = random_codes(784, 3);
+    let mut group = c.benchmark_group("mnist_sample");
+    group.sample_size(10);
+    group.bench_function("784-128-10_encrypt_eval_decrypt", |b| {
+        b.iter(|| {
+            let out = server
+                .evaluate(&client.encrypt(black_box(&x)).unwrap())
+                .unwrap();
+            client.decrypt_output(&out.output)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(fhe, benches);
+criterion_main!(fhe);

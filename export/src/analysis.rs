@@ -92,14 +92,16 @@ pub fn analyze(circuit: &Circuit, spec: &NoiseSpec, samples: &[Vec<i32>]) -> Vec
             );
             let qmax = n.thresholds.len();
             let mut narrowest = f64::INFINITY;
+            // Only levels lying wholly inside (0, N) can be jumped over; a jump past either
+            // edge of the half torus is a wrap, counted above.
+            let interior =
+                |m: usize| n.thresholds[m - 1] >= 1 && (n.thresholds[m] as f64) < n_slots;
             for k in k_lo..=k_hi {
-                if k + 2 <= qmax {
-                    narrowest = narrowest.min(width(k + 1));
-                    log2_p = log2_add(log2_p, log2_erfc(width(k + 1) / sigma) - 1.0);
-                }
-                if k >= 2 {
-                    narrowest = narrowest.min(width(k - 1));
-                    log2_p = log2_add(log2_p, log2_erfc(width(k - 1) / sigma) - 1.0);
+                for m in [k + 1, k.wrapping_sub(1)] {
+                    if (1..qmax).contains(&m) && interior(m) {
+                        narrowest = narrowest.min(width(m));
+                        log2_p = log2_add(log2_p, log2_erfc(width(m) / sigma) - 1.0);
+                    }
                 }
             }
             if narrowest.is_finite() {

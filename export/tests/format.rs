@@ -1,0 +1,104 @@
+//! Circuit files: round trip, and clear rejection of corrupt or inconsistent ones.
+mod common;
+
+use burn::prelude::*;
+use qfhe_export::{export_mlp, Circuit, CircuitError};
+use qfhe_quant::EncodingConfig;
+use qfhe_train::{MlpConfig, QMlp};
+
+fn small_circuit() -> Circuit {
+    let cfg = MlpConfig {
+        inputs: 12,
+        hidden: vec![5, 4],
+        classes: 3,
+        w_bits: 3,
+        out_w_bits: 4,
+        a_bits: 3,
+        in_bits: 3,
+        encoding: EncodingConfig::default(),
+    };
+    let mut model = QMlp::new(cfg, &Device::flex());
+    for l in &mut model.layers {
+        l.init_scales();
+    }
+    export_mlp(&model, "test").unwrap()
+}
+
+fn reload(c: &Circuit) -> Result<Circuit, CircuitError> {
+    Circuit::from_json(&serde_json::to_vec(c).unwrap(), "test.json")
+}
+
+#[test]
+fn round_trip_through_a_file() {
+    let c = small_circuit();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.json");
+    c.save(&path).unwrap();
+    assert_eq!(Circuit::load(&path).unwrap(), c);
+    assert_eq!(c.pbs_count(), 9);
+}
+
+#[test]
+fn truncated_file_is_a_parse_error() {
+    let c = small_circuit();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.json");
+    c.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Circuit::load(&path).unwrap_err();
+    assert!(matches!(err, CircuitError::Parse { .. }), "{err}");
+    assert!(err.to_string().contains("qfhe export"));
+    let missing = Circuit::load(&dir.path().join("nope.json")).unwrap_err();
+    assert!(matches!(missing, CircuitError::Io { .. }));
+}
+
+#[test]
+fn other_versions_are_refused_with_the_version_named() {
+    let mut c = small_circuit();
+    c.version = 99;
+    let err = reload(&c).unwrap_err();
+    assert!(matches!(err, CircuitError::Version { found: 99 }), "{err}");
+    assert!(err.to_string().contains("version 99"));
+}
+
+#[test]
+fn inconsistent_circuits_are_refused() {
+    let base = small_circuit();
+    let mut c = base.clone();
+    c.hidden[0].weights.pop();
+    assert!(reload(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("weights for 12x5"));
+
+    let mut c = base.clone();
+    c.hidden[0].weights[3] = 9;
+    assert!(reload(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("outside the 3-bit range"));
+
+    let mut c = base.clone();
+    c.hidden[1].d_in = 6;
+    assert!(reload(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("does not match the previous stage"));
+
+    let mut c = base.clone();
+    c.hidden[0].neurons[2].thresholds.swap(0, 6);
+    assert!(reload(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("non-decreasing"));
+
+    // An offset that pushes the worst case past the half torus would wrap: refused.
+    let mut c = base.clone();
+    c.hidden[0].neurons[1].offset += (2048i64 << 10) - (64 << 10);
+    assert!(reload(&c).unwrap_err().to_string().contains("wrap"));
+
+    let mut c = base;
+    c.format = "something-else".into();
+    assert!(reload(&c).unwrap_err().to_string().contains("format tag"));
+}
