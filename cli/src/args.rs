@@ -62,8 +62,9 @@ pub struct ModelArgs {
     /// Input bits (default: the activation bits).
     #[arg(long)]
     pub in_bits: Option<u32>,
-    /// Epochs of fp32 training.
-    #[arg(long, default_value_t = 6)]
+    /// Epochs of fp32 training (the fp32 column; as many as QAT gets in total, for a fair
+    /// comparison).
+    #[arg(long, default_value_t = 18)]
     pub fp32_epochs: usize,
     /// Epochs of QAT fine-tuning.
     #[arg(long, default_value_t = 12)]

@@ -255,6 +255,33 @@ pub fn choose_layer_encoding(
     Ok(best.expect("at least one candidate").1)
 }
 
+/// For each neuron, how far its table step falls short of the target under `enc`:
+/// `min(1, achieved / required)`, where achieved = `mult/2^R · acc_per_step` slots and
+/// required = `min_step_slots · σ_j / σ_base` (the step-to-noise ratio of a neuron fed by fresh
+/// inputs). 1 means no shortfall. Layers fed by PBS outputs need this because their row
+/// multipliers are coarse integers and amplify input noise.
+pub fn step_shortfall(
+    rows: &[RowStats],
+    enc: &LayerEncoding,
+    acc_per_step: &[f64],
+    input: InputKind,
+    cfg: &EncodingConfig,
+) -> Vec<f64> {
+    rows.iter()
+        .zip(&enc.neurons)
+        .zip(acc_per_step)
+        .map(|((r, n), &aps)| {
+            if r.range() == 0 {
+                return 1.0;
+            }
+            let achieved = n.mult as f64 / cfg.units_per_slot() as f64 * aps;
+            let required = cfg.min_step_slots * cfg.sigma_slots(r, n.mult / enc.delta_in, input)
+                / cfg.noise.base_sigma_slots;
+            (achieved / required).min(1.0)
+        })
+        .collect()
+}
+
 fn encode_with_delta(rows: &[RowStats], delta_in: i64, cfg: &EncodingConfig) -> LayerEncoding {
     let usable = cfg.usable_units();
     let margin = (cfg.margin_slots as i64) << cfg.frac_bits;

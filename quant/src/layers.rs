@@ -32,8 +32,8 @@ pub struct AccumulatorBound {
     pub x_max: f32,
     /// The next activation quantizer's step `[1]`.
     pub s_out: Tensor<1>,
-    /// Allowed output steps over the worst-case range.
-    pub max_steps: f32,
+    /// Allowed output steps over the worst-case range, `[1]` (whole layer) or `[d_out]`.
+    pub max_steps: Tensor<1>,
 }
 
 impl QuantLinear {
@@ -79,10 +79,23 @@ impl QuantLinear {
             Some(b) => {
                 let l1 = w.clone().abs().sum_dim(0).clamp_min(1e-12); // [1, d_out]
                 let steps = l1.mul_scalar(b.x_max) / b.s_out.clone().unsqueeze_dim(0);
-                let shrink = (steps.recip().mul_scalar(b.max_steps)).clamp_max(1.0);
+                let shrink = (b.max_steps.clone().unsqueeze_dim(0) / steps).clamp_max(1.0);
                 w * shrink
             }
         }
+    }
+
+    /// Each row's worst-case pre-activation range in output steps, `‖w_j‖₁ · x_max / s_out`,
+    /// of the unbounded float weights (`d_out` values).
+    pub fn range_steps(&self, x_max: f32, s_out: f32) -> Vec<f32> {
+        let l1 = self
+            .weight
+            .val()
+            .detach()
+            .abs()
+            .sum_dim(0)
+            .mul_scalar(x_max / s_out);
+        l1.into_data().try_into_vec::<f32>().expect("f32 tensor")
     }
 
     /// The per-channel step with LSQ gradient scaling, `[d_out]` (value exactly `w_scale`).

@@ -1,7 +1,7 @@
 //! The quantized MLP.
 
 use burn::prelude::*;
-use qfhe_quant::encoding::{acc_per_step, choose_layer_encoding, InputKind};
+use qfhe_quant::encoding::{acc_per_step, choose_layer_encoding, step_shortfall, InputKind};
 use qfhe_quant::layers::{round_to_slots, row_stats, AccumulatorBound, ActQuant, QuantLinear};
 use qfhe_quant::scheme::{input_scale, unsigned_qmax};
 use qfhe_quant::{EncodingConfig, EncodingError, LayerEncoding};
@@ -178,19 +178,20 @@ impl QMlp {
             let act = &self.acts[l];
             let d_out = layer.weight.val().dims()[1];
             let step = act.step(batch * d_out);
-            let bound = AccumulatorBound {
-                x_max: in_qmax as f32 * s_in_value,
+            let x_max = in_qmax as f32 * s_in_value;
+            let mut bound = AccumulatorBound {
+                x_max,
                 s_out: step.clone(),
-                max_steps: self.max_steps(),
+                max_steps: Tensor::from_floats([self.max_steps()], &device),
             };
-            let codes = layer.codes(Some(&bound));
             let kind = if l == 0 {
                 InputKind::Fresh
             } else {
                 InputKind::Pbs
             };
             let s_out_value = act.scale.val().into_scalar::<f32>();
-            let encoding = layer_encoding(
+            let mut codes = layer.codes(Some(&bound));
+            let mut encoding = layer_encoding(
                 &codes,
                 layer,
                 in_qmax,
@@ -199,6 +200,42 @@ impl QMlp {
                 kind,
                 &cfg.encoding,
             )?;
+            if kind == InputKind::Pbs {
+                // Tighten the bound of neurons whose achievable step is short under the chosen
+                // encoding, and re-derive; a few rounds, since the shared input scale can move.
+                let s_w: Vec<f32> = layer
+                    .w_scale
+                    .val()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 scales");
+                let aps = acc_per_step(s_in_value, &s_w, s_out_value);
+                let mut max_steps = vec![self.max_steps(); s_w.len()];
+                let range_steps = layer.range_steps(x_max, s_out_value);
+                for _ in 0..4 {
+                    let rows = row_stats(&codes, in_qmax);
+                    let short = step_shortfall(&rows, &encoding, &aps, kind, &cfg.encoding);
+                    if short.iter().all(|&f| f >= 1.0) {
+                        break;
+                    }
+                    for ((m, &f), &r) in max_steps.iter_mut().zip(&short).zip(&range_steps) {
+                        if f < 1.0 {
+                            *m = m.min(r) * f as f32 * 0.92;
+                        }
+                    }
+                    bound.max_steps = Tensor::from_floats(max_steps.as_slice(), &device);
+                    codes = layer.codes(Some(&bound));
+                    encoding = layer_encoding(
+                        &codes,
+                        layer,
+                        in_qmax,
+                        s_in_value,
+                        s_out_value,
+                        kind,
+                        &cfg.encoding,
+                    )?;
+                }
+            }
             let acc = x.matmul(codes.clone());
             let acc = round_to_slots(acc, &encoding, cfg.encoding.frac_bits);
             let z = acc * k + bias;

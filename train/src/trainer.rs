@@ -37,7 +37,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            fp32_epochs: 6,
+            fp32_epochs: 18,
             qat_epochs: 12,
             batch_size: 128,
             lr: 1e-3,
