@@ -169,6 +169,9 @@ pub fn train(
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = opt.step(cfg.lr, model, grads);
             pb.inc(1);
+            if pb.position() % 20 == 0 {
+                pb.set_message(format!("loss {:.4}", loss_sum / pb.position() as f64));
+            }
         }
         pb.finish_and_clear();
         let seconds = t.elapsed().as_secs_f64();
@@ -209,6 +212,9 @@ pub fn train(
             model = opt.step(lr, model, grads);
             step += 1;
             pb.inc(1);
+            if pb.position() % 20 == 0 {
+                pb.set_message(format!("loss {:.4}  lr {lr:.2e}", loss_sum / pb.position() as f64));
+            }
         }
         pb.finish_and_clear();
         let seconds = t.elapsed().as_secs_f64();
