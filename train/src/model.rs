@@ -178,64 +178,14 @@ impl QMlp {
             let act = &self.acts[l];
             let d_out = layer.weight.val().dims()[1];
             let step = act.step(batch * d_out);
-            let x_max = in_qmax as f32 * s_in_value;
-            let mut bound = AccumulatorBound {
-                x_max,
-                s_out: step.clone(),
-                max_steps: Tensor::from_floats([self.max_steps()], &device),
-            };
             let kind = if l == 0 {
                 InputKind::Fresh
             } else {
                 InputKind::Pbs
             };
             let s_out_value = act.scale.val().into_scalar::<f32>();
-            let mut codes = layer.codes(Some(&bound));
-            let mut encoding = layer_encoding(
-                &codes,
-                layer,
-                in_qmax,
-                s_in_value,
-                s_out_value,
-                kind,
-                &cfg.encoding,
-            )?;
-            if kind == InputKind::Pbs {
-                // Tighten the bound of neurons whose achievable step is short under the chosen
-                // encoding, and re-derive; a few rounds, since the shared input scale can move.
-                let s_w: Vec<f32> = layer
-                    .w_scale
-                    .val()
-                    .into_data()
-                    .try_into_vec::<f32>()
-                    .expect("f32 scales");
-                let aps = acc_per_step(s_in_value, &s_w, s_out_value);
-                let mut max_steps = vec![self.max_steps(); s_w.len()];
-                let range_steps = layer.range_steps(x_max, s_out_value);
-                for _ in 0..4 {
-                    let rows = row_stats(&codes, in_qmax);
-                    let short = step_shortfall(&rows, &encoding, &aps, kind, &cfg.encoding);
-                    if short.iter().all(|&f| f >= 1.0) {
-                        break;
-                    }
-                    for ((m, &f), &r) in max_steps.iter_mut().zip(&short).zip(&range_steps) {
-                        if f < 1.0 {
-                            *m = m.min(r) * f as f32 * 0.92;
-                        }
-                    }
-                    bound.max_steps = Tensor::from_floats(max_steps.as_slice(), &device);
-                    codes = layer.codes(Some(&bound));
-                    encoding = layer_encoding(
-                        &codes,
-                        layer,
-                        in_qmax,
-                        s_in_value,
-                        s_out_value,
-                        kind,
-                        &cfg.encoding,
-                    )?;
-                }
-            }
+            let (codes, encoding) =
+                self.hidden_codes(l, in_qmax, s_in_value, step.clone(), s_out_value, kind)?;
             let acc = x.matmul(codes.clone());
             let acc = round_to_slots(acc, &encoding, cfg.encoding.frac_bits);
             let z = acc * k + bias;
@@ -252,33 +202,66 @@ impl QMlp {
         unreachable!("an MLP has at least one layer")
     }
 
+    /// Hidden layer `l`'s weight codes under the accumulator bound, and the encoding chosen for
+    /// them. For layers fed by PBS outputs, neurons whose table step falls short of the target
+    /// under the chosen encoding get a tighter bound and everything is re-derived (a few rounds,
+    /// since the layer's shared input scale can move).
+    fn hidden_codes(
+        &self,
+        l: usize,
+        in_qmax: i32,
+        s_in: f32,
+        step: Tensor<1>,
+        s_out: f32,
+        kind: InputKind,
+    ) -> Result<(Tensor<2>, LayerEncoding), EncodingError> {
+        let layer = &self.layers[l];
+        let enc_cfg = &self.config.encoding;
+        let device = step.device();
+        let x_max = in_qmax as f32 * s_in;
+        let s_w: Vec<f32> = layer
+            .w_scale
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 scales");
+        let aps = acc_per_step(s_in, &s_w, s_out);
+        let mut max_steps = vec![self.max_steps(); s_w.len()];
+        let mut bound = AccumulatorBound {
+            x_max,
+            s_out: step,
+            max_steps: Tensor::from_floats([self.max_steps()], &device),
+        };
+        let encode = |codes: &Tensor<2>| {
+            let rows = row_stats(codes, in_qmax);
+            choose_layer_encoding(&rows, &aps, kind, enc_cfg).map(|e| (rows, e))
+        };
+        let mut codes = layer.codes(Some(&bound));
+        let (mut rows, mut encoding) = encode(&codes)?;
+        if kind == InputKind::Pbs {
+            let range_steps = layer.range_steps(x_max, s_out);
+            for _ in 0..4 {
+                let short = step_shortfall(&rows, &encoding, &aps, kind, enc_cfg);
+                if short.iter().all(|&f| f >= 1.0) {
+                    break;
+                }
+                for ((m, &f), &r) in max_steps.iter_mut().zip(&short).zip(&range_steps) {
+                    if f < 1.0 {
+                        *m = m.min(r) * f as f32 * 0.92;
+                    }
+                }
+                bound.max_steps = Tensor::from_floats(max_steps.as_slice(), &device);
+                codes = layer.codes(Some(&bound));
+                (rows, encoding) = encode(&codes)?;
+            }
+        }
+        Ok((codes, encoding))
+    }
+
     /// The per-layer input scales `s_in` (input quantizer, then each activation quantizer).
     pub fn input_scales(&self) -> Vec<f32> {
         let mut v = vec![input_scale(self.config.in_bits)];
         v.extend(self.acts.iter().map(|a| a.scale.val().into_scalar::<f32>()));
         v
     }
-}
-
-/// The encoding of a hidden layer given its weight codes and scales (shared with export).
-///
-/// # Errors
-/// [`EncodingError`] when a worst-case range cannot be encoded.
-pub fn layer_encoding(
-    codes: &Tensor<2>,
-    layer: &QuantLinear,
-    in_qmax: i32,
-    s_in: f32,
-    s_out: f32,
-    kind: InputKind,
-    cfg: &EncodingConfig,
-) -> Result<LayerEncoding, EncodingError> {
-    let rows = row_stats(codes, in_qmax);
-    let s_w: Vec<f32> = layer
-        .w_scale
-        .val()
-        .into_data()
-        .try_into_vec::<f32>()
-        .expect("f32 scales");
-    choose_layer_encoding(&rows, &acc_per_step(s_in, &s_w, s_out), kind, cfg)
 }

@@ -169,7 +169,7 @@ pub fn train(
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = opt.step(cfg.lr, model, grads);
             pb.inc(1);
-            if pb.position() % 20 == 0 {
+            if pb.position().is_multiple_of(20) {
                 pb.set_message(format!("loss {:.4}", loss_sum / pb.position() as f64));
             }
         }
@@ -212,8 +212,11 @@ pub fn train(
             model = opt.step(lr, model, grads);
             step += 1;
             pb.inc(1);
-            if pb.position() % 20 == 0 {
-                pb.set_message(format!("loss {:.4}  lr {lr:.2e}", loss_sum / pb.position() as f64));
+            if pb.position().is_multiple_of(20) {
+                pb.set_message(format!(
+                    "loss {:.4}  lr {lr:.2e}",
+                    loss_sum / pb.position() as f64
+                ));
             }
         }
         pb.finish_and_clear();
