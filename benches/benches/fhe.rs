@@ -24,7 +24,15 @@ fn benches(c: &mut Criterion) {
     c.bench_function("gemm_784x128_n2048", |b| {
         b.iter(|| {
             (0..layer.d_out)
-                .map(|j| gemm_row(layer.row(j), layer.neurons[j].mult, black_box(&inputs), 0))
+                .map(|j| {
+                    gemm_row(
+                        layer.row(j),
+                        None,
+                        layer.neurons[j].mult,
+                        black_box(&inputs),
+                        0,
+                    )
+                })
                 .collect::<Vec<_>>()
         })
     });

@@ -1,6 +1,6 @@
 //! Per-layer analysis: why a circuit is fast, slow, exact, inexact or refused.
 
-use crate::circuit::{dot, Circuit};
+use crate::circuit::Circuit;
 use crate::simulate::NoiseModel;
 use qfhe_quant::bounds::signed_bit_width;
 use qfhe_quant::NoiseSpec;
@@ -116,7 +116,7 @@ pub fn analyze(circuit: &Circuit, spec: &NoiseSpec, samples: &[Vec<i32>]) -> Vec
         for (x, t) in samples.iter().zip(&traces) {
             let input = if l == 0 { x } else { &t.hidden[l - 1] };
             for j in 0..layer.d_out {
-                flips += noise.flip_probability(circuit, l, j, dot(layer.row(j), input));
+                flips += noise.flip_probability(circuit, l, j, layer.accumulate(j, input));
                 count += 1;
             }
         }

@@ -15,8 +15,11 @@ use qfhe_quant::EncodingConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Version of the circuit file format written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the circuit file format written by this build. Version 2 added sparse
+/// connectivity ([`HiddenLayer::inputs`]); version 1 files (dense only) read unchanged.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 const FORMAT_TAG: &str = "qfhe-circuit";
 
 /// A compiled quantized network.
@@ -71,8 +74,13 @@ pub struct HiddenLayer {
     pub out_qmax: i32,
     /// Weight bit width (codes in `[-(2^(w_bits-1) - 1), 2^(w_bits-1) - 1]`).
     pub w_bits: u32,
-    /// Integer weights, neuron-major `[d_out][d_in]`.
+    /// Integer weights, neuron-major `[d_out][fan_in]` (`fan_in = d_in` when dense).
     pub weights: Vec<i32>,
+    /// Sparse connectivity: weight `t` of neuron `j` reads input `inputs[j·fan_in + t]`
+    /// (convolutions lowered by index — im2col without copying ciphertexts; a padded tap has
+    /// weight 0). `None`: dense, weight `t` reads input `t`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<u32>>,
     /// Phase units per input unit (the previous stage's output scale).
     pub delta_in: i64,
     /// Per-neuron encoding and table.
@@ -161,9 +169,34 @@ impl OutputLayer {
 }
 
 impl HiddenLayer {
-    /// Weight row of neuron `j`, `d_in` values.
+    /// Weights per neuron: `d_in` when dense.
+    pub fn fan_in(&self) -> usize {
+        self.weights.len() / self.d_out.max(1)
+    }
+
+    /// Weight row of neuron `j`, `fan_in` values.
     pub fn row(&self, j: usize) -> &[i32] {
-        &self.weights[j * self.d_in..(j + 1) * self.d_in]
+        let f = self.fan_in();
+        &self.weights[j * f..(j + 1) * f]
+    }
+
+    /// Input indices of neuron `j`'s weights (`None` when dense).
+    pub fn row_inputs(&self, j: usize) -> Option<&[u32]> {
+        let f = self.fan_in();
+        self.inputs.as_ref().map(|ix| &ix[j * f..(j + 1) * f])
+    }
+
+    /// The clear accumulator of neuron `j` on input codes `x` (`d_in` values).
+    pub fn accumulate(&self, j: usize, x: &[i32]) -> i64 {
+        match self.row_inputs(j) {
+            None => dot(self.row(j), x),
+            Some(ix) => self
+                .row(j)
+                .iter()
+                .zip(ix)
+                .map(|(&w, &i)| w as i64 * x[i as usize] as i64)
+                .sum(),
+        }
     }
 
     /// Worst-case statistics of neuron `j`.
@@ -181,7 +214,7 @@ pub fn dot(w: &[i32], x: &[i32]) -> i64 {
 #[derive(Debug, thiserror::Error)]
 pub enum CircuitError {
     /// I/O on the circuit file.
-    #[error("cannot access circuit file {path}: {source}")]
+    #[error("cannot access circuit file {path}")]
     Io {
         /// The file.
         path: String,
@@ -189,7 +222,7 @@ pub enum CircuitError {
         source: std::io::Error,
     },
     /// Not JSON of the expected shape.
-    #[error("{path} is not a qfhe circuit file ({source}); create one with `qfhe export`")]
+    #[error("{path} is not a qfhe circuit file; create one with `qfhe export`")]
     Parse {
         /// The file.
         path: String,
@@ -197,7 +230,7 @@ pub enum CircuitError {
         source: serde_json::Error,
     },
     /// A different format version.
-    #[error("circuit format version {found} is not supported (this qfhe reads version {FORMAT_VERSION}); re-export the model with `qfhe export`")]
+    #[error("circuit format version {found} is not supported (this qfhe reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}); re-export the model with `qfhe export`, or update qfhe")]
     Version {
         /// The file's version.
         found: u32,
@@ -238,7 +271,7 @@ impl Circuit {
                 self.format
             ));
         }
-        if self.version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&self.version) {
             return Err(CircuitError::Version {
                 found: self.version,
             });
@@ -274,7 +307,26 @@ impl Circuit {
             if h.d_in != d_prev || h.in_qmax != qmax_prev || h.delta_in != delta_prev {
                 return bad(format!("{name}: input (d_in {}, qmax {}, delta {}) does not match the previous stage (d {}, qmax {}, delta {})", h.d_in, h.in_qmax, h.delta_in, d_prev, qmax_prev, delta_prev));
             }
-            check_weights(&name, &h.weights, h.d_in, h.d_out, h.w_bits)?;
+            match &h.inputs {
+                None => check_weights(&name, &h.weights, h.d_in, h.d_out, h.w_bits)?,
+                Some(ix) => {
+                    let fan_in = h.weights.len() / h.d_out.max(1);
+                    check_weights(&name, &h.weights, fan_in, h.d_out, h.w_bits)?;
+                    if ix.len() != h.weights.len() {
+                        return bad(format!(
+                            "{name}: {} input indices for {} weights",
+                            ix.len(),
+                            h.weights.len()
+                        ));
+                    }
+                    if let Some(i) = ix.iter().find(|&&i| i as usize >= h.d_in) {
+                        return bad(format!(
+                            "{name}: input index {i} out of range for {} inputs",
+                            h.d_in
+                        ));
+                    }
+                }
+            }
             if h.neurons.len() != h.d_out || !(1..=255).contains(&h.out_qmax) {
                 return bad(format!(
                     "{name}: {} neurons for d_out {} (out_qmax {})",
@@ -377,7 +429,10 @@ impl Circuit {
         };
         let header: Header = serde_json::from_slice(bytes).map_err(parse_err)?;
         if header.format.as_deref() == Some(FORMAT_TAG) {
-            if let Some(v) = header.version.filter(|&v| v != FORMAT_VERSION) {
+            if let Some(v) = header
+                .version
+                .filter(|v| !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(v))
+            {
                 return Err(CircuitError::Version { found: v });
             }
         }

@@ -133,6 +133,7 @@ pub fn export_mlp(model: &QMlp, dataset: &str) -> Result<Circuit, ExportError> {
             out_qmax,
             w_bits: layer.w_bits,
             weights,
+            inputs: None,
             delta_in: t.encoding.delta_in,
             neurons,
         });

@@ -46,7 +46,7 @@ impl Circuit {
     /// Output code of hidden neuron `j` of `layer` for inputs `x` (no noise).
     pub fn neuron_exact(layer: &HiddenLayer, j: usize, x: &[i32], frac_bits: u32) -> i32 {
         let n = &layer.neurons[j];
-        n.level_at(n.encoding().slot(dot(layer.row(j), x), frac_bits))
+        n.level_at(n.encoding().slot(layer.accumulate(j, x), frac_bits))
     }
 
     /// Run the circuit exactly (the "quantized" model).
@@ -145,7 +145,7 @@ impl NoiseModel {
             x = (0..layer.d_out)
                 .map(|j| {
                     let n = &layer.neurons[j];
-                    let phase = Self::phase_slots(n, dot(layer.row(j), &x), r);
+                    let phase = Self::phase_slots(n, layer.accumulate(j, &x), r);
                     let slot = (phase + self.hidden_sigma[l][j] * std.sample(rng)).floor() as i64;
                     let wrapped = slot.rem_euclid(2 * n_slots);
                     if wrapped < n_slots {

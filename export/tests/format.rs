@@ -63,6 +63,35 @@ fn other_versions_are_refused_with_the_version_named() {
 }
 
 #[test]
+fn version_1_files_still_load() {
+    let c = small_circuit();
+    let mut json: serde_json::Value = serde_json::to_value(&c).unwrap();
+    json["version"] = 1.into();
+    assert!(json["hidden"][0].get("inputs").is_none());
+    let back = Circuit::from_json(&serde_json::to_vec(&json).unwrap(), "v1.json").unwrap();
+    assert_eq!(back.version, 1);
+    assert_eq!(back.hidden, c.hidden);
+}
+
+#[test]
+fn sparse_layers_with_bad_indices_are_refused() {
+    let mut c = small_circuit();
+    let n = c.hidden[0].weights.len();
+    c.hidden[0].inputs = Some(vec![3; n]);
+    reload(&c).unwrap();
+    c.hidden[0].inputs = Some(vec![12; n]);
+    assert!(reload(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("input index 12 out of range"));
+    c.hidden[0].inputs = Some(vec![0; n - 1]);
+    assert!(reload(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("input indices for"));
+}
+
+#[test]
 fn inconsistent_circuits_are_refused() {
     let base = small_circuit();
     let mut c = base.clone();

@@ -140,7 +140,7 @@ impl<'a> Server<'a> {
                         let c = n.mult / layer.delta_in;
                         // Half a phase unit keeps every phase off the slot boundaries.
                         let offset = (n.offset as u64).wrapping_mul(tpu).wrapping_add(tpu / 2);
-                        let acc = gemm_row(layer.row(j), c, x, offset);
+                        let acc = gemm_row(layer.row(j), layer.row_inputs(j), c, x, offset);
                         self.bootstrap(&acc, &self.luts[l][j], s)
                     },
                 )
@@ -153,7 +153,7 @@ impl<'a> Server<'a> {
             .into_par_iter()
             .map(|j| {
                 let offset = (o.placement(j) as u64).wrapping_mul(1u64 << o.delta_log2);
-                gemm_row(&o.weights[j * o.d_in..(j + 1) * o.d_in], 1, x, offset)
+                gemm_row(&o.weights[j * o.d_in..(j + 1) * o.d_in], None, 1, x, offset)
             })
             .collect();
         Ok(Evaluation { hidden, output })
@@ -196,11 +196,13 @@ impl<'a> Server<'a> {
     }
 }
 
-/// `c · Σ_i w_i · ct_i + offset` over ciphertexts. Inputs sharing a weight value are summed
+/// `c · Σ_t w_t · ct[input(t)] + offset` over ciphertexts, where `input(t)` is `indices[t]`
+/// (sparse rows: convolutions by index) or `t` (dense). Inputs sharing a weight value are summed
 /// first (additions vectorise; multiplications by a 64-bit scalar do not), then each partial
-/// sum is multiplied once: `2^w_bits - 2` multiplications per row instead of `d_in`.
+/// sum is multiplied once: `2^w_bits - 2` multiplications per row instead of one per weight.
 pub fn gemm_row(
     weights: &[i32],
+    indices: Option<&[u32]>,
     c: i64,
     inputs: &[LweCiphertextOwned<u64>],
     offset: u64,
@@ -213,7 +215,8 @@ pub fn gemm_row(
     for w in (-qmax..=qmax).filter(|&w| w != 0) {
         partial.iter_mut().for_each(|v| *v = 0);
         let mut any = false;
-        for (ct, _) in inputs.iter().zip(weights).filter(|(_, &wi)| wi == w) {
+        for t in (0..weights.len()).filter(|&t| weights[t] == w) {
+            let ct = &inputs[indices.map_or(t, |ix| ix[t] as usize)];
             for (p, &v) in partial.iter_mut().zip(ct.as_ref()) {
                 *p = p.wrapping_add(v);
             }

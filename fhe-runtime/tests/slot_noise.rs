@@ -21,6 +21,7 @@ fn staircase(mult: i64, base: i64) -> Circuit {
             out_qmax: 255,
             w_bits: 2,
             weights: vec![1],
+            inputs: None,
             delta_in: 1,
             neurons: vec![Neuron {
                 mult,

@@ -16,12 +16,25 @@ fn wide_layer(
     out_qmax: i32,
     delta_in: i64,
 ) -> HiddenLayer {
-    let d_out = weights.len() / d_in;
+    sparse_wide_layer(weights, None, d_in, d_in, in_qmax, out_qmax, delta_in)
+}
+
+/// [`wide_layer`] with `fan_in` weights per neuron reading the inputs `inputs` names.
+fn sparse_wide_layer(
+    weights: Vec<i32>,
+    inputs: Option<Vec<u32>>,
+    fan_in: usize,
+    d_in: usize,
+    in_qmax: i32,
+    out_qmax: i32,
+    delta_in: i64,
+) -> HiddenLayer {
+    let d_out = weights.len() / fan_in;
     let unit = SLOTS_PER_UNIT << 10;
     assert_eq!(unit % delta_in, 0);
     let neurons = (0..d_out)
         .map(|j| {
-            let r = RowStats::of_row(&weights[j * d_in..(j + 1) * d_in], in_qmax);
+            let r = RowStats::of_row(&weights[j * fan_in..(j + 1) * fan_in], in_qmax);
             let off_slots = 64 + 50 - SLOTS_PER_UNIT * r.acc_min;
             Neuron {
                 mult: unit,
@@ -39,6 +52,7 @@ fn wide_layer(
         out_qmax,
         w_bits: 3,
         weights,
+        inputs,
         delta_in,
         neurons,
     }
@@ -100,6 +114,71 @@ fn encrypted_evaluation_equals_the_simulator() {
     }
     // The inputs exercise the circuit (not one constant output).
     assert!(distinct_outputs.len() > 3);
+}
+
+/// A 1-D convolution lowered by index: 6 inputs, kernel [1, -1, 1], stride 1, padding 1, so the
+/// border neurons have a padded tap (weight 0).
+fn conv_circuit() -> Circuit {
+    let kernel = [1, -1, 1];
+    let (mut weights, mut inputs) = (Vec::new(), Vec::new());
+    for y in 0..6i64 {
+        for (t, &k) in kernel.iter().enumerate() {
+            let i = y - 1 + t as i64;
+            let inside = (0..6).contains(&i);
+            weights.push(if inside { k } else { 0 });
+            inputs.push(if inside { i as u32 } else { 0 });
+        }
+    }
+    let mut c = circuit();
+    c.features = 6;
+    c.hidden = vec![sparse_wide_layer(weights, Some(inputs), 3, 6, 3, 3, 1)];
+    c.output = OutputLayer {
+        d_in: 6,
+        d_out: 2,
+        in_qmax: 3,
+        w_bits: 3,
+        weights: vec![1, 2, -1, 0, 3, 1, -2, 1, 1, 1, -3, 2],
+        delta_log2: 57,
+        scale: vec![1.0, 0.5],
+        bias: vec![0.0, 0.0],
+    };
+    c.validate().unwrap();
+    c
+}
+
+#[test]
+fn sparse_convolution_layer_under_encryption_equals_the_simulator() {
+    let c = conv_circuit();
+    let (ck, ek) = ClientKey::generate(FheParams::n2048());
+    let server = Server::new(&c, &ek).unwrap();
+    let client = Client::new(&ck, &c).unwrap();
+    for s in 0..6u32 {
+        let x: Vec<i32> = (0..6)
+            .map(|i| ((s * 5 + i * 3 + s * i) % 4) as i32)
+            .collect();
+        let exact = c.run_exact(&x);
+        // The simulator really convolves: neuron y sees x[y-1] - x[y] + x[y+1].
+        for y in 0..6usize {
+            let conv =
+                (if y > 0 { x[y - 1] } else { 0 }) - x[y] + x.get(y + 1).copied().unwrap_or(0);
+            assert_eq!(
+                exact.hidden[0][y],
+                conv.clamp(0, 3),
+                "sample {s} neuron {y}"
+            );
+        }
+        let out = server.evaluate(&client.encrypt(&x).unwrap()).unwrap();
+        assert_eq!(
+            client.decrypt_hidden(0, &out.hidden[0]),
+            exact.hidden[0],
+            "sample {s}"
+        );
+        assert_eq!(
+            client.decrypt_output(&out.output),
+            exact.out_acc,
+            "sample {s}"
+        );
+    }
 }
 
 #[test]
