@@ -11,6 +11,7 @@
 //! * [`layers`]: fake-quantized Burn modules (linear layer, activation quantizer).
 
 pub mod bounds;
+pub mod conv;
 pub mod encoding;
 pub mod layers;
 pub mod scheme;
