@@ -10,9 +10,9 @@ use crate::circuit::{
 use burn::prelude::*;
 use qfhe_quant::bounds::RowStats;
 use qfhe_quant::encoding::NeuronEncoding;
-use qfhe_quant::scheme::{quantize_activation, unsigned_qmax};
+use qfhe_quant::scheme::{input_scale, quantize_activation, unsigned_qmax};
 use qfhe_quant::EncodingError;
-use qfhe_train::QMlp;
+use qfhe_train::{QCnn, QMlp};
 
 /// Why a model could not be exported.
 #[derive(Debug, thiserror::Error)]
@@ -179,4 +179,122 @@ pub fn export_mlp(model: &QMlp, dataset: &str) -> Result<Circuit, ExportError> {
     };
     circuit.validate()?;
     Ok(circuit)
+}
+
+/// Export a trained CNN (evaluation mode) as a circuit: the convolution becomes a hidden layer
+/// with sparse rows (im2col by index; a padded tap has weight 0), one PBS per output position;
+/// the average pooling is folded into the output layer, whose weight for conv output
+/// `(c, y, x)` is the pooled weight of `(c, y/p, x/p)` (0 for positions the pooling drops),
+/// with the `1/p²` in its scale.
+///
+/// # Errors
+/// [`ExportError::Encoding`] when a neuron's worst-case range cannot be encoded.
+pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
+    let cfg = &model.config;
+    let enc_cfg = cfg.encoding;
+    let features: usize = cfg.input.iter().product();
+    let probe = Tensor::<2>::zeros([1, features], &model.conv.weight.val().device());
+    let (_, trace) = model.forward_qat_traced(probe)?;
+    let [c_out, oh, ow] = cfg.conv_shape();
+    let g = cfg.geometry();
+    let fan_in = g.fan_in();
+    let kernels = floats4(trace.conv_codes.clone());
+    let s_w = floats1(model.conv.w_scale.val());
+    let bias = floats1(model.conv.bias.val());
+    let s_in = input_scale(cfg.in_bits);
+    let s_act = model.act.scale.val().into_scalar::<f32>();
+    let qmax = model.act.qmax();
+    let taps = g.taps();
+    let (mut weights, mut inputs, mut neurons) = (Vec::new(), Vec::new(), Vec::new());
+    for c in 0..c_out {
+        let kernel = &kernels[c * fan_in..(c + 1) * fan_in];
+        for (p, row) in taps.iter().enumerate() {
+            for (&k, t) in kernel.iter().zip(row) {
+                weights.push(if t.is_some() { k as i32 } else { 0 });
+                inputs.push(t.unwrap_or(0));
+            }
+            let e = trace.encoding.neurons[c * oh * ow + p];
+            neurons.push(Neuron {
+                mult: e.mult,
+                offset: e.offset,
+                thresholds: neuron_thresholds(
+                    e,
+                    enc_cfg.frac_bits,
+                    enc_cfg.poly_size,
+                    s_in * s_w[c],
+                    bias[c],
+                    s_act,
+                    qmax,
+                ),
+            });
+        }
+    }
+    let conv = HiddenLayer {
+        d_in: features,
+        d_out: c_out * oh * ow,
+        in_qmax: unsigned_qmax(cfg.in_bits),
+        out_qmax: qmax,
+        w_bits: cfg.w_bits,
+        weights,
+        inputs: Some(inputs),
+        delta_in: trace.encoding.delta_in,
+        neurons,
+    };
+    // Output layer over the un-pooled conv outputs.
+    let (pooled_w, d_pooled, classes) = neuron_major(trace.output_codes.clone());
+    let [_, ph, pw] = cfg.pooled_shape();
+    debug_assert_eq!(d_pooled, c_out * ph * pw);
+    let d_in = c_out * oh * ow;
+    let p = cfg.pool;
+    let mut weights = vec![0i32; classes * d_in];
+    for j in 0..classes {
+        for c in 0..c_out {
+            for y in 0..ph * p {
+                for x in 0..pw * p {
+                    weights[j * d_in + c * oh * ow + y * ow + x] =
+                        pooled_w[j * d_pooled + c * ph * pw + (y / p) * pw + x / p];
+                }
+            }
+        }
+    }
+    let rows: Vec<RowStats> = (0..classes)
+        .map(|j| RowStats::of_row(&weights[j * d_in..(j + 1) * d_in], qmax))
+        .collect();
+    let s_pool = QCnn::pooled_scale(s_act, p);
+    let output = OutputLayer {
+        d_in,
+        d_out: classes,
+        in_qmax: qmax,
+        w_bits: model.output.w_bits,
+        weights,
+        delta_log2: output_delta_log2(&rows, &enc_cfg),
+        scale: floats1(model.output.w_scale.val())
+            .iter()
+            .map(|&s| s * s_pool)
+            .collect(),
+        bias: floats1(model.output.bias.val()),
+    };
+    let circuit = Circuit {
+        format: TAG.into(),
+        version: FORMAT_VERSION,
+        encoding: enc_cfg,
+        features,
+        in_bits: cfg.in_bits,
+        input_delta: trace.encoding.delta_in,
+        hidden: vec![conv],
+        output,
+        meta: Meta {
+            dataset: dataset.into(),
+            arch: cfg.arch(),
+            w_bits: cfg.w_bits,
+            a_bits: cfg.a_bits,
+            fp32_accuracy: None,
+        },
+    };
+    circuit.validate()?;
+    Ok(circuit)
+}
+
+fn floats4(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
 }

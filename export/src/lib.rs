@@ -16,5 +16,5 @@ pub mod simulate;
 
 pub use analysis::{analyze, LayerReport};
 pub use circuit::{Circuit, CircuitError, HiddenLayer, Neuron, OutputLayer, FORMAT_VERSION};
-pub use from_model::export_mlp;
+pub use from_model::{export_cnn, export_mlp};
 pub use simulate::{ExactTrace, NoiseModel};

@@ -7,10 +7,16 @@
 //! * [`device`]: choosing the Burn backend at run time (`flex`, `ndarray`, `wgpu`).
 
 pub mod batch;
+pub mod cnn;
 pub mod device;
 pub mod model;
+pub mod qat;
 pub mod trainer;
 
+pub use cnn::{CnnConfig, QCnn};
 pub use device::{select_device, DeviceChoice};
 pub use model::{HiddenTrace, MlpConfig, QMlp, QatTrace};
-pub use trainer::{evaluate_float, evaluate_qat, train, TrainConfig, TrainError, TrainReport};
+pub use qat::QatModel;
+pub use trainer::{
+    evaluate_float, evaluate_qat, train, train_model, TrainConfig, TrainError, TrainReport,
+};

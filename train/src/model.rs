@@ -265,3 +265,38 @@ impl QMlp {
         v
     }
 }
+
+impl crate::qat::QatModel for QMlp {
+    fn inputs(&self) -> usize {
+        self.config.inputs
+    }
+
+    fn classes(&self) -> usize {
+        self.config.classes
+    }
+
+    fn in_bits(&self) -> u32 {
+        self.config.in_bits
+    }
+
+    fn device(&self) -> Device {
+        QMlp::device(self)
+    }
+
+    fn forward_float(&self, x: Tensor<2>) -> (Tensor<2>, Vec<Tensor<2>>) {
+        QMlp::forward_float(self, x)
+    }
+
+    fn forward_qat(&self, x_codes: Tensor<2>) -> Result<Tensor<2>, EncodingError> {
+        QMlp::forward_qat(self, x_codes)
+    }
+
+    fn init_quantizers(&mut self, pre: Vec<Tensor<2>>) {
+        for layer in &mut self.layers {
+            layer.init_scales();
+        }
+        for (act, z) in self.acts.iter_mut().zip(pre) {
+            act.calibrate(z);
+        }
+    }
+}

@@ -2,6 +2,7 @@
 
 use crate::batch::{argmax_rows, code_inputs, float_inputs, one_hot};
 use crate::model::{MlpConfig, QMlp};
+use crate::qat::QatModel;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -109,38 +110,53 @@ fn cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
         .mul_scalar(-1.0 / n)
 }
 
-/// Train an MLP on `data`: fp32, then calibration and QAT. Returns the QAT model in evaluation
-/// mode (no autodiff) and what was measured. Progress bars on stderr when it is a terminal, and
-/// one line per epoch.
+/// Train an MLP on `data`: fp32, then calibration and QAT (see [`train_model`]).
 ///
 /// # Errors
-/// [`TrainError::Data`] if the images do not match `model_cfg.inputs` or the labels exceed
-/// `model_cfg.classes`; [`TrainError::Encoding`] if a layer cannot be encoded.
+/// As [`train_model`].
 pub fn train(
     model_cfg: MlpConfig,
     cfg: &TrainConfig,
     data: &Dataset,
     device: &Device,
 ) -> Result<(QMlp, TrainReport), TrainError> {
-    if data.train.pixels() != model_cfg.inputs {
+    train_model(|d| QMlp::new(model_cfg, d), cfg, data, device)
+}
+
+/// Train the model `build` makes on `data`: fp32, then calibration and QAT. Returns the QAT
+/// model in evaluation mode (no autodiff) and what was measured. Progress bars on stderr when
+/// it is a terminal, and one line per epoch.
+///
+/// # Errors
+/// [`TrainError::Data`] if the images do not match the model's inputs or the labels exceed its
+/// classes; [`TrainError::Encoding`] if a layer cannot be encoded.
+pub fn train_model<M: QatModel>(
+    build: impl FnOnce(&Device) -> M,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    device: &Device,
+) -> Result<(M, TrainReport), TrainError> {
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let mut model = build(&ad);
+    if data.train.pixels() != model.inputs() {
         return Err(TrainError::Data(format!(
             "images have {} pixels but the model expects {} inputs",
             data.train.pixels(),
-            model_cfg.inputs
+            model.inputs()
         )));
     }
-    if data.num_classes > model_cfg.classes {
+    if data.num_classes > model.classes() {
         return Err(TrainError::Data(format!(
             "labels go up to {} but the model has {} classes",
             data.num_classes - 1,
-            model_cfg.classes
+            model.classes()
         )));
     }
     let start = Instant::now();
-    let ad = device.clone().autodiff();
-    ad.seed(cfg.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    let classes = model_cfg.classes;
+    let classes = model.classes();
+    let in_bits = model.in_bits();
     let train_set = match cfg.max_train {
         Some(n) => data.train.head(n),
         None => data.train.clone(),
@@ -149,7 +165,6 @@ pub fn train(
         Some(n) => data.test.head(n),
         None => data.test.clone(),
     };
-    let mut model = QMlp::new(model_cfg, &ad);
     let mut epochs = Vec::new();
     let mut order: Vec<usize> = (0..train_set.len()).collect();
     let batches = order.len().div_ceil(cfg.batch_size);
@@ -201,7 +216,7 @@ pub fn train(
         let t = Instant::now();
         let mut loss_sum = 0.0;
         for idx in order.chunks(cfg.batch_size) {
-            let x = code_inputs(&train_set, idx, model.config.in_bits, &ad);
+            let x = code_inputs(&train_set, idx, in_bits, &ad);
             let y = one_hot(&train_set, idx, classes, &ad);
             let loss = cross_entropy(model.forward_qat(x)?, y);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
@@ -262,22 +277,17 @@ fn log_epoch(
 
 /// LSQ initial weight steps, and activation steps from the float pre-activations of up to 2048
 /// training images.
-fn calibrate(model: &mut QMlp, set: &ImageSet) {
+fn calibrate<M: QatModel>(model: &mut M, set: &ImageSet) {
     let idx: Vec<usize> = (0..set.len().min(2048)).collect();
     let x = float_inputs(set, &idx, &model.device());
     let (_, pre) = model.forward_float(x);
-    for layer in &mut model.layers {
-        layer.init_scales();
-    }
-    for (act, z) in model.acts.iter_mut().zip(pre) {
-        act.calibrate(z.detach());
-    }
+    model.init_quantizers(pre.into_iter().map(|z| z.detach()).collect());
 }
 
 const EVAL_BATCH: usize = 1000;
 
 /// Float accuracy of `model` on `set` and its predictions.
-pub fn evaluate_float(model: &QMlp, set: &ImageSet) -> (f64, Vec<usize>) {
+pub fn evaluate_float<M: QatModel>(model: &M, set: &ImageSet) -> (f64, Vec<usize>) {
     let device = model.device();
     let mut preds = Vec::with_capacity(set.len());
     let idx: Vec<usize> = (0..set.len()).collect();
@@ -285,7 +295,7 @@ pub fn evaluate_float(model: &QMlp, set: &ImageSet) -> (f64, Vec<usize>) {
         let logits = model.forward_float(float_inputs(set, chunk, &device)).0;
         preds.extend(argmax_rows(
             &logits.into_data().try_into_vec::<f32>().expect("f32"),
-            model.config.classes,
+            model.classes(),
         ));
     }
     (accuracy(&preds, &set.labels), preds)
@@ -296,18 +306,18 @@ pub fn evaluate_float(model: &QMlp, set: &ImageSet) -> (f64, Vec<usize>) {
 ///
 /// # Errors
 /// [`TrainError::Encoding`] if a layer cannot be encoded.
-pub fn evaluate_qat(
-    model: &QMlp,
+pub fn evaluate_qat<M: QatModel>(
+    model: &M,
     set: &ImageSet,
 ) -> Result<(f64, Vec<usize>, Vec<f32>), TrainError> {
     let device = model.device();
     let mut preds = Vec::with_capacity(set.len());
-    let mut all = Vec::with_capacity(set.len() * model.config.classes);
+    let mut all = Vec::with_capacity(set.len() * model.classes());
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(EVAL_BATCH) {
-        let logits = model.forward_qat(code_inputs(set, chunk, model.config.in_bits, &device))?;
+        let logits = model.forward_qat(code_inputs(set, chunk, model.in_bits(), &device))?;
         let v = logits.into_data().try_into_vec::<f32>().expect("f32");
-        preds.extend(argmax_rows(&v, model.config.classes));
+        preds.extend(argmax_rows(&v, model.classes()));
         all.extend(v);
     }
     Ok((accuracy(&preds, &set.labels), preds, all))

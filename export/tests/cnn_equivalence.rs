@@ -1,0 +1,83 @@
+//! The CNN's Burn QAT forward and its exported circuit compute the same integers.
+mod common;
+
+use burn::prelude::*;
+use qfhe_export::export_cnn;
+use qfhe_quant::EncodingConfig;
+use qfhe_train::batch::{argmax_rows, code_inputs};
+use qfhe_train::{train_model, CnnConfig, QCnn, TrainConfig};
+
+#[test]
+fn cnn_forward_and_circuit_simulator_agree() {
+    let data = common::dataset();
+    let cfg = CnnConfig {
+        input: [1, 8, 8],
+        channels: 4,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        pool: 2,
+        classes: 4,
+        w_bits: 3,
+        out_w_bits: 4,
+        a_bits: 3,
+        in_bits: 3,
+        encoding: EncodingConfig::default(),
+    };
+    let tc = TrainConfig {
+        fp32_epochs: 2,
+        qat_epochs: 2,
+        batch_size: 64,
+        ..TrainConfig::default()
+    };
+    let (model, report) = train_model(|d| QCnn::new(cfg, d), &tc, &data, &Device::flex()).unwrap();
+    assert!(
+        report.qat_accuracy > 0.8,
+        "QAT accuracy {}",
+        report.qat_accuracy
+    );
+    let circuit = export_cnn(&model, "synthetic").unwrap();
+    assert_eq!(circuit.pbs_count(), 4 * 8 * 8);
+    assert!(circuit.hidden[0].inputs.is_some());
+
+    let idx: Vec<usize> = (0..data.test.len()).collect();
+    let x = code_inputs(&data.test, &idx, 3, &model.conv.weight.val().device());
+    let (logits, trace) = model.forward_qat_traced(x).unwrap();
+    let logits = logits.into_data().try_into_vec::<f32>().unwrap();
+    let conv = trace.conv_out.into_data().try_into_vec::<f32>().unwrap();
+    let preds = argmax_rows(&logits, 4);
+    let mut mismatches = 0;
+    for (s, &i) in idx.iter().enumerate() {
+        let sim = circuit.run_exact(&circuit.input_codes(data.test.image(i)));
+        let burn_row = &conv[s * 256..(s + 1) * 256];
+        mismatches += burn_row
+            .iter()
+            .zip(&sim.hidden[0])
+            .filter(|(b, q)| **b as i32 != **q)
+            .count();
+        for (j, (&b, &q)) in logits[s * 4..(s + 1) * 4]
+            .iter()
+            .zip(&sim.logits)
+            .enumerate()
+        {
+            assert_eq!(
+                b.to_bits(),
+                q.to_bits(),
+                "sample {s} logit {j}: burn {b} vs simulator {q}"
+            );
+        }
+        assert_eq!(preds[s], sim.prediction);
+    }
+    assert_eq!(mismatches, 0, "conv activations differ");
+    // The exported circuit is accurate on its own (exact simulator on the test set).
+    let acc = idx
+        .iter()
+        .filter(|&&i| {
+            circuit
+                .run_exact(&circuit.input_codes(data.test.image(i)))
+                .prediction
+                == data.test.labels[i] as usize
+        })
+        .count();
+    assert!(acc as f64 / idx.len() as f64 > 0.8);
+}
