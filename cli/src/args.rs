@@ -28,6 +28,20 @@ pub enum Command {
 pub enum ModelKind {
     /// Multi-layer perceptron: GEMM + one PBS per hidden neuron.
     Mlp,
+    /// Convolutional network: conv (one PBS per output position) → average pooling (folded into
+    /// the next layer, no PBS) → output layer. Default 1→8 channels, 5×5, stride 2, pool 2:
+    /// 1152 PBS per MNIST sample.
+    Cnn,
+}
+
+impl ModelKind {
+    /// Lower-case name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mlp => "mlp",
+            Self::Cnn => "cnn",
+        }
+    }
 }
 
 /// Where the data comes from.
@@ -47,9 +61,24 @@ pub struct ModelArgs {
     /// Model family.
     #[arg(long, value_enum, default_value = "mlp")]
     pub model: ModelKind,
-    /// Hidden layer widths, comma-separated (each hidden neuron costs one PBS per sample).
+    /// MLP: hidden layer widths, comma-separated (each hidden neuron costs one PBS per sample).
     #[arg(long, value_delimiter = ',', default_value = "128")]
     pub hidden: Vec<usize>,
+    /// CNN: convolution output channels.
+    #[arg(long, default_value_t = 8)]
+    pub conv_channels: usize,
+    /// CNN: square kernel size.
+    #[arg(long, default_value_t = 5)]
+    pub kernel: usize,
+    /// CNN: convolution stride.
+    #[arg(long, default_value_t = 2)]
+    pub stride: usize,
+    /// CNN: zero padding on each side.
+    #[arg(long, default_value_t = 0)]
+    pub padding: usize,
+    /// CNN: average-pooling window (and stride); 1 for none.
+    #[arg(long, default_value_t = 2)]
+    pub pool: usize,
     /// Weight bits of the hidden layers.
     #[arg(long, default_value_t = 3)]
     pub w_bits: u32,

@@ -301,30 +301,29 @@ fn finish(report: &Report, out: &Path) -> anyhow::Result<()> {
 pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
     let circuit = Circuit::load(&args.circuit)?;
     let data = crate::data::load(&args.data)?;
-    let report = evaluate(&circuit, &data, &args.fhe, "mlp")?;
+    let model = if circuit.meta.arch.starts_with("cnn") {
+        "cnn"
+    } else {
+        "mlp"
+    };
+    let report = evaluate(&circuit, &data, &args.fhe, model)?;
     finish(&report, &args.out)
 }
 
 pub fn run_command(args: &RunArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let data = crate::data::load(&args.data)?;
-    let (model, train_report, tc) = crate::train_cmd::train_model(&data, &args.model)?;
-    let info = crate::train_cmd::ModelInfo {
-        dataset: data.name.clone(),
-        config: model.config.clone(),
-        train: tc,
-        fp32_accuracy: train_report.fp32_accuracy,
-        qat_accuracy: train_report.qat_accuracy,
-    };
+    let (model, train_report, tc) = crate::train_cmd::train_model_cmd(&data, &args.model)?;
+    let info = crate::train_cmd::info(&data, &model, tc, &train_report);
     crate::train_cmd::save_model(&args.out, &model, &info)?;
-    let circuit = crate::train_cmd::to_circuit(&model, &data.name, train_report.fp32_accuracy)?;
+    let circuit = model.to_circuit(&data.name, train_report.fp32_accuracy)?;
     circuit.save(&args.out.join("circuit.json"))?;
     eprintln!(
         "trained in {:.1} s; circuit exported ({} PBS per sample)",
         train_report.seconds,
         circuit.pbs_count()
     );
-    let report = evaluate(&circuit, &data, &args.fhe, "mlp")?;
+    let report = evaluate(&circuit, &data, &args.fhe, model.kind().name())?;
     finish(&report, &args.out)?;
     println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
     Ok(())

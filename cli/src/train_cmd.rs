@@ -1,29 +1,80 @@
 //! `qfhe train` and `qfhe export`.
 
-use crate::args::{ExportArgs, ModelArgs, TrainArgs};
+use crate::args::{ExportArgs, ModelArgs, ModelKind, TrainArgs};
 use anyhow::{bail, Context};
 use burn::module::Module;
 use qfhe_datasets::Dataset;
-use qfhe_export::{export_mlp, Circuit};
+use qfhe_export::{export_cnn, export_mlp, Circuit};
 use qfhe_quant::EncodingConfig;
-use qfhe_train::{select_device, MlpConfig, QMlp, TrainConfig, TrainReport};
+use qfhe_train::{
+    select_device, train_model, CnnConfig, MlpConfig, QCnn, QMlp, TrainConfig, TrainReport,
+};
 use std::path::Path;
+
+/// Architecture of a trained model.
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+pub enum ModelSpec {
+    /// An MLP.
+    Mlp(MlpConfig),
+    /// A CNN.
+    Cnn(CnnConfig),
+}
+
+/// A trained model in evaluation mode.
+pub enum Trained {
+    Mlp(QMlp),
+    Cnn(Box<QCnn>),
+}
+
+impl Trained {
+    pub fn spec(&self) -> ModelSpec {
+        match self {
+            Self::Mlp(m) => ModelSpec::Mlp(m.config.clone()),
+            Self::Cnn(m) => ModelSpec::Cnn(m.config.clone()),
+        }
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Self::Mlp(_) => ModelKind::Mlp,
+            Self::Cnn(_) => ModelKind::Cnn,
+        }
+    }
+
+    /// Export as a circuit carrying its provenance.
+    pub fn to_circuit(&self, dataset: &str, fp32_accuracy: f64) -> anyhow::Result<Circuit> {
+        let mut c = match self {
+            Self::Mlp(m) => export_mlp(m, dataset)?,
+            Self::Cnn(m) => export_cnn(m, dataset)?,
+        };
+        c.meta.fp32_accuracy = Some(fp32_accuracy);
+        Ok(c)
+    }
+
+    fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let r = match self {
+            Self::Mlp(m) => m.clone().save_file(path),
+            Self::Cnn(m) => (**m).clone().save_file(path),
+        };
+        r.map_err(|e| anyhow::anyhow!("saving model weights to {}: {e:?}", path.display()))
+    }
+}
 
 /// What `qfhe train` writes beside the weights.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub dataset: String,
-    pub config: MlpConfig,
+    pub model: ModelSpec,
     pub train: TrainConfig,
     pub fp32_accuracy: f64,
     pub qat_accuracy: f64,
 }
 
 /// Train the model `args` describes on `data`.
-pub fn train_model(
+pub fn train_model_cmd(
     data: &Dataset,
     args: &ModelArgs,
-) -> anyhow::Result<(QMlp, TrainReport, TrainConfig)> {
+) -> anyhow::Result<(Trained, TrainReport, TrainConfig)> {
     let params = qfhe_fhe_runtime::FheParams::by_poly_size(args.poly_size).with_context(|| {
         format!(
             "no parameter set with N = {}: use --poly-size 2048 or 8192",
@@ -39,24 +90,11 @@ pub fn train_model(
             bail!("{name} {bits} is out of range: use 2 to 8 bits");
         }
     }
-    if args.hidden.is_empty() || args.hidden.contains(&0) {
-        bail!("--hidden needs at least one non-zero width, e.g. --hidden 128");
-    }
     let encoding = EncodingConfig {
         poly_size: params.poly_size(),
         min_step_slots: args.min_step_slots,
         noise: params.noise_spec(),
         ..EncodingConfig::default()
-    };
-    let config = MlpConfig {
-        inputs: data.train.pixels(),
-        hidden: args.hidden.clone(),
-        classes: data.num_classes,
-        w_bits: args.w_bits,
-        out_w_bits: args.out_w_bits,
-        a_bits: args.a_bits,
-        in_bits: args.in_bits.unwrap_or(args.a_bits),
-        encoding,
     };
     let tc = TrainConfig {
         fp32_epochs: args.fp32_epochs,
@@ -67,31 +105,88 @@ pub fn train_model(
     };
     let device = select_device(args.device.parse().map_err(anyhow::Error::msg)?)
         .map_err(anyhow::Error::msg)?;
+    let in_bits = args.in_bits.unwrap_or(args.a_bits);
+    let (trained, report) = match args.model {
+        ModelKind::Mlp => {
+            if args.hidden.is_empty() || args.hidden.contains(&0) {
+                bail!("--hidden needs at least one non-zero width, e.g. --hidden 128");
+            }
+            let config = MlpConfig {
+                inputs: data.train.pixels(),
+                hidden: args.hidden.clone(),
+                classes: data.num_classes,
+                w_bits: args.w_bits,
+                out_w_bits: args.out_w_bits,
+                a_bits: args.a_bits,
+                in_bits,
+                encoding,
+            };
+            announce(&config.arch(), data, args);
+            let (m, r) = train_model(|d| QMlp::new(config, d), &tc, data, &device)?;
+            (Trained::Mlp(m), r)
+        }
+        ModelKind::Cnn => {
+            let (h, w) = (data.train.rows, data.train.cols);
+            if args.kernel == 0 || args.stride == 0 || args.pool == 0 || args.conv_channels == 0 {
+                bail!("--kernel, --stride, --pool and --conv-channels must be at least 1");
+            }
+            if args.kernel > h + 2 * args.padding || args.kernel > w + 2 * args.padding {
+                bail!(
+                    "--kernel {} does not fit {h}x{w} images with --padding {}",
+                    args.kernel,
+                    args.padding
+                );
+            }
+            let config = CnnConfig {
+                input: [1, h, w],
+                channels: args.conv_channels,
+                kernel: args.kernel,
+                stride: args.stride,
+                padding: args.padding,
+                pool: args.pool,
+                classes: data.num_classes,
+                w_bits: args.w_bits,
+                out_w_bits: args.out_w_bits,
+                a_bits: args.a_bits,
+                in_bits,
+                encoding,
+            };
+            let [_, ph, pw] = config.pooled_shape();
+            if ph == 0 || pw == 0 {
+                bail!(
+                    "--pool {} is larger than the {:?} convolution output",
+                    args.pool,
+                    config.conv_shape()
+                );
+            }
+            announce(&config.arch(), data, args);
+            let (m, r) = train_model(|d| QCnn::new(config, d), &tc, data, &device)?;
+            (Trained::Cnn(Box::new(m)), r)
+        }
+    };
+    Ok((trained, report, tc))
+}
+
+fn announce(arch: &str, data: &Dataset, args: &ModelArgs) {
     eprintln!(
-        "training {} on {} ({} train / {} test images), w{}/a{}, device {}",
-        config.arch(),
+        "training {arch} on {} ({} train / {} test images), w{}/a{}, device {}",
         data.name,
         data.train.len(),
         data.test.len(),
-        config.w_bits,
-        config.a_bits,
+        args.w_bits,
+        args.a_bits,
         args.device
     );
-    let (model, report) = qfhe_train::train(config, &tc, data, &device)?;
-    Ok((model, report, tc))
 }
 
-pub fn save_model(dir: &Path, model: &QMlp, info: &ModelInfo) -> anyhow::Result<()> {
+pub fn save_model(dir: &Path, model: &Trained, info: &ModelInfo) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    model
-        .clone()
-        .save_file(dir.join("model.bpk"))
-        .map_err(|e| anyhow::anyhow!("saving model weights: {e:?}"))?;
+    model.save(&dir.join("model.bpk"))?;
     std::fs::write(dir.join("model.json"), serde_json::to_vec_pretty(info)?)?;
     Ok(())
 }
 
-pub fn load_model(dir: &Path) -> anyhow::Result<(QMlp, ModelInfo)> {
+pub fn load_model(dir: &Path) -> anyhow::Result<(Trained, ModelInfo)> {
     let info_path = dir.join("model.json");
     let bytes = std::fs::read(&info_path).with_context(|| {
         format!(
@@ -103,23 +198,37 @@ pub fn load_model(dir: &Path) -> anyhow::Result<(QMlp, ModelInfo)> {
     let info: ModelInfo = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a qfhe model description", info_path.display()))?;
     let device = burn::prelude::Device::flex();
-    let model = QMlp::new(info.config.clone(), &device)
-        .try_load_file(dir.join("model.bpk"))
-        .map_err(|e| anyhow::anyhow!("loading {}: {e:?}", dir.join("model.bpk").display()))?;
+    let weights = dir.join("model.bpk");
+    let err = |e| anyhow::anyhow!("loading {}: {e:?}", weights.display());
+    let model = match &info.model {
+        ModelSpec::Mlp(c) => Trained::Mlp(
+            QMlp::new(c.clone(), &device)
+                .try_load_file(&weights)
+                .map_err(err)?,
+        ),
+        ModelSpec::Cnn(c) => Trained::Cnn(Box::new(
+            QCnn::new(c.clone(), &device)
+                .try_load_file(&weights)
+                .map_err(err)?,
+        )),
+    };
     Ok((model, info))
+}
+
+pub fn info(data: &Dataset, model: &Trained, tc: TrainConfig, report: &TrainReport) -> ModelInfo {
+    ModelInfo {
+        dataset: data.name.clone(),
+        model: model.spec(),
+        train: tc,
+        fp32_accuracy: report.fp32_accuracy,
+        qat_accuracy: report.qat_accuracy,
+    }
 }
 
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let data = crate::data::load(&args.data)?;
-    let (model, report, tc) = train_model(&data, &args.model)?;
-    let info = ModelInfo {
-        dataset: data.name.clone(),
-        config: model.config.clone(),
-        train: tc,
-        fp32_accuracy: report.fp32_accuracy,
-        qat_accuracy: report.qat_accuracy,
-    };
-    save_model(&args.out, &model, &info)?;
+    let (model, report, tc) = train_model_cmd(&data, &args.model)?;
+    save_model(&args.out, &model, &info(&data, &model, tc, &report))?;
     println!(
         "fp32 accuracy {:.4}, quantized (QAT) accuracy {:.4}; model saved in {}",
         report.fp32_accuracy,
@@ -129,16 +238,9 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Export `model` as a circuit carrying its provenance.
-pub fn to_circuit(model: &QMlp, dataset: &str, fp32_accuracy: f64) -> anyhow::Result<Circuit> {
-    let mut c = export_mlp(model, dataset)?;
-    c.meta.fp32_accuracy = Some(fp32_accuracy);
-    Ok(c)
-}
-
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let (model, info) = load_model(&args.model_dir)?;
-    let circuit = to_circuit(&model, &info.dataset, info.fp32_accuracy)?;
+    let circuit = model.to_circuit(&info.dataset, info.fp32_accuracy)?;
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
