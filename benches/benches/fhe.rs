@@ -2,8 +2,8 @@
 //! one KS+PBS, one 784→128 GEMM layer (no PBS), and one full MNIST sample (encrypt, evaluate,
 //! decrypt) on the rayon pool. Run: `cargo bench -p qfhe-benches`.
 use criterion::{criterion_group, criterion_main, Criterion};
-use qfhe_benches::{mnist_circuit, random_ciphertexts, random_codes};
-use qfhe_fhe_runtime::server::gemm_row;
+use qfhe_benches::{mnist_circuit, random_codes};
+use qfhe_fhe_runtime::server::{gemm_row, random_ciphertexts};
 use qfhe_fhe_runtime::{Client, ClientKey, FheParams, Server};
 use std::hint::black_box;
 

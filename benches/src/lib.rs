@@ -5,9 +5,9 @@
 
 use burn::prelude::*;
 use qfhe_export::{export_mlp, Circuit};
+use qfhe_fhe_runtime::server::random_words;
 use qfhe_quant::EncodingConfig;
 use qfhe_train::{MlpConfig, QMlp};
-use tfhe::core_crypto::prelude::*;
 
 /// The default MNIST architecture (784-`hidden`-10, w3/a3) as a circuit.
 pub fn mnist_circuit(hidden: &[usize]) -> Circuit {
@@ -28,36 +28,10 @@ pub fn mnist_circuit(hidden: &[usize]) -> Circuit {
     export_mlp(&model, "bench").expect("export")
 }
 
-/// Pseudo-random input codes in `[0, 7]` (splitmix64).
+/// Pseudo-random input codes in `[0, 7]`.
 pub fn random_codes(n: usize, seed: u64) -> Vec<i32> {
     random_words(n, seed)
         .into_iter()
         .map(|w| (w % 8) as i32)
-        .collect()
-}
-
-/// Pseudo-random 64-bit words (splitmix64): ciphertext-like data for timing.
-pub fn random_words(n: usize, seed: u64) -> Vec<u64> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        })
-        .collect()
-}
-
-/// `count` random-looking LWE ciphertexts of dimension `dim` (zeros would skip work in KS/PBS).
-pub fn random_ciphertexts(count: usize, dim: usize) -> Vec<LweCiphertextOwned<u64>> {
-    (0..count)
-        .map(|i| {
-            LweCiphertext::from_container(
-                random_words(dim + 1, i as u64 + 1),
-                CiphertextModulus::new_native(),
-            )
-        })
         .collect()
 }

@@ -25,11 +25,7 @@ pub enum ExportError {
     Circuit(#[from] CircuitError),
 }
 
-fn floats(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
-}
-
-fn floats1(t: Tensor<1>) -> Vec<f32> {
+fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().expect("f32 tensor")
 }
 
@@ -87,6 +83,31 @@ pub fn output_delta_log2(rows: &[RowStats], cfg: &qfhe_quant::EncodingConfig) ->
         .unwrap_or(8)
 }
 
+/// A validated circuit of the current format version from its parts.
+fn assemble(
+    encoding: qfhe_quant::EncodingConfig,
+    features: usize,
+    in_bits: u32,
+    input_delta: i64,
+    hidden: Vec<HiddenLayer>,
+    output: OutputLayer,
+    meta: Meta,
+) -> Result<Circuit, ExportError> {
+    let circuit = Circuit {
+        format: TAG.into(),
+        version: FORMAT_VERSION,
+        encoding,
+        features,
+        in_bits,
+        input_delta,
+        hidden,
+        output,
+        meta,
+    };
+    circuit.validate()?;
+    Ok(circuit)
+}
+
 /// Export a trained model (evaluation mode) as a circuit.
 ///
 /// # Errors
@@ -103,8 +124,8 @@ pub fn export_mlp(model: &QMlp, dataset: &str) -> Result<Circuit, ExportError> {
     for (l, t) in trace.hidden.iter().enumerate() {
         let layer = &model.layers[l];
         let (weights, d_in, d_out) = neuron_major(t.codes.clone());
-        let s_w = floats1(layer.w_scale.val());
-        let bias = floats1(layer.bias.val());
+        let s_w = floats(layer.w_scale.val());
+        let bias = floats(layer.bias.val());
         let (s_in, s_out) = (scales[l], scales[l + 1]);
         let out_qmax = model.acts[l].qmax();
         let neurons = t
@@ -142,7 +163,7 @@ pub fn export_mlp(model: &QMlp, dataset: &str) -> Result<Circuit, ExportError> {
     let last = model.layers.last().expect("at least one layer");
     let (weights, d_in, d_out) = neuron_major(trace.output_codes.clone());
     let s_in = *scales.last().expect("scales");
-    let scale = floats1(last.w_scale.val())
+    let scale = floats(last.w_scale.val())
         .iter()
         .map(|&s| s * s_in)
         .collect();
@@ -158,27 +179,24 @@ pub fn export_mlp(model: &QMlp, dataset: &str) -> Result<Circuit, ExportError> {
         weights,
         delta_log2,
         scale,
-        bias: floats1(last.bias.val()),
+        bias: floats(last.bias.val()),
     };
-    let circuit = Circuit {
-        format: TAG.into(),
-        version: FORMAT_VERSION,
-        encoding: enc_cfg,
-        features: cfg.inputs,
-        in_bits: cfg.in_bits,
-        input_delta: trace.hidden.first().map_or(1, |t| t.encoding.delta_in),
+    let meta = Meta {
+        dataset: dataset.into(),
+        arch: cfg.arch(),
+        w_bits: cfg.w_bits,
+        a_bits: cfg.a_bits,
+        fp32_accuracy: None,
+    };
+    assemble(
+        enc_cfg,
+        cfg.inputs,
+        cfg.in_bits,
+        trace.hidden.first().map_or(1, |t| t.encoding.delta_in),
         hidden,
         output,
-        meta: Meta {
-            dataset: dataset.into(),
-            arch: cfg.arch(),
-            w_bits: cfg.w_bits,
-            a_bits: cfg.a_bits,
-            fp32_accuracy: None,
-        },
-    };
-    circuit.validate()?;
-    Ok(circuit)
+        meta,
+    )
 }
 
 /// Export a trained CNN (evaluation mode) as a circuit: the convolution becomes a hidden layer
@@ -198,9 +216,9 @@ pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
     let [c_out, oh, ow] = cfg.conv_shape();
     let g = cfg.geometry();
     let fan_in = g.fan_in();
-    let kernels = floats4(trace.conv_codes.clone());
-    let s_w = floats1(model.conv.w_scale.val());
-    let bias = floats1(model.conv.bias.val());
+    let kernels = floats(trace.conv_codes.clone());
+    let s_w = floats(model.conv.w_scale.val());
+    let bias = floats(model.conv.bias.val());
     let s_in = input_scale(cfg.in_bits);
     let s_act = model.act.scale.val().into_scalar::<f32>();
     let qmax = model.act.qmax();
@@ -268,33 +286,26 @@ pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
         w_bits: model.output.w_bits,
         weights,
         delta_log2: output_delta_log2(&rows, &enc_cfg),
-        scale: floats1(model.output.w_scale.val())
+        scale: floats(model.output.w_scale.val())
             .iter()
             .map(|&s| s * s_pool)
             .collect(),
-        bias: floats1(model.output.bias.val()),
+        bias: floats(model.output.bias.val()),
     };
-    let circuit = Circuit {
-        format: TAG.into(),
-        version: FORMAT_VERSION,
-        encoding: enc_cfg,
+    let meta = Meta {
+        dataset: dataset.into(),
+        arch: cfg.arch(),
+        w_bits: cfg.w_bits,
+        a_bits: cfg.a_bits,
+        fp32_accuracy: None,
+    };
+    assemble(
+        enc_cfg,
         features,
-        in_bits: cfg.in_bits,
-        input_delta: trace.encoding.delta_in,
-        hidden: vec![conv],
+        cfg.in_bits,
+        trace.encoding.delta_in,
+        vec![conv],
         output,
-        meta: Meta {
-            dataset: dataset.into(),
-            arch: cfg.arch(),
-            w_bits: cfg.w_bits,
-            a_bits: cfg.a_bits,
-            fp32_accuracy: None,
-        },
-    };
-    circuit.validate()?;
-    Ok(circuit)
-}
-
-fn floats4(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
+        meta,
+    )
 }

@@ -239,24 +239,7 @@ impl Server<'_> {
     /// random-looking ciphertexts (random masks and bodies; all-zero inputs would skip work and
     /// time 100× too fast) through the first neuron's LUT.
     pub fn seconds_per_pbs(&self, count: usize) -> f64 {
-        let p = &self.key.params.set;
-        let size = LweSize(self.key.params.big_dim() + 1);
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let inputs: Vec<LweCiphertextOwned<u64>> = (0..count)
-            .map(|_| {
-                let words = (0..size.0)
-                    .map(|_| {
-                        // splitmix64: uniform words are all a timing needs.
-                        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                        let mut z = state;
-                        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                        z ^ (z >> 31)
-                    })
-                    .collect();
-                LweCiphertext::from_container(words, p.ciphertext_modulus)
-            })
-            .collect();
+        let inputs = random_ciphertexts(count, self.key.params.big_dim());
         let lut = &self.luts[0][0];
         let start = std::time::Instant::now();
         let _out: Vec<_> = inputs
@@ -274,4 +257,31 @@ impl Server<'_> {
         let mut s = self.scratch();
         self.bootstrap(ct, &self.luts[0][0], &mut s)
     }
+}
+
+/// Pseudo-random 64-bit words (splitmix64): ciphertext-like data for timing.
+pub fn random_words(n: usize, seed: u64) -> Vec<u64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+        .collect()
+}
+
+/// `count` random-looking LWE ciphertexts of dimension `dim`, for timing KS and PBS (all-zero
+/// inputs would skip work and time 100× too fast).
+pub fn random_ciphertexts(count: usize, dim: usize) -> Vec<LweCiphertextOwned<u64>> {
+    (0..count)
+        .map(|i| {
+            LweCiphertext::from_container(
+                random_words(dim + 1, i as u64 + 1),
+                CiphertextModulus::new_native(),
+            )
+        })
+        .collect()
 }
