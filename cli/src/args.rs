@@ -29,8 +29,8 @@ pub enum ModelKind {
     /// Multi-layer perceptron: GEMM + one PBS per hidden neuron.
     Mlp,
     /// Convolutional network: conv (one PBS per output position) → average pooling (folded into
-    /// the next layer, no PBS) → output layer. Default 1→8 channels, 5×5, stride 2, pool 2:
-    /// 1152 PBS per MNIST sample.
+    /// the next layer, no PBS) → fully connected hidden layer → output layer. Default 1→8
+    /// channels, 5×5, stride 2, pool 2, 64 hidden: 1152 + 64 PBS per MNIST sample.
     Cnn,
 }
 
@@ -61,9 +61,11 @@ pub struct ModelArgs {
     /// Model family.
     #[arg(long, value_enum, default_value = "mlp")]
     pub model: ModelKind,
-    /// MLP: hidden layer widths, comma-separated (each hidden neuron costs one PBS per sample).
-    #[arg(long, value_delimiter = ',', default_value = "128")]
-    pub hidden: Vec<usize>,
+    /// Hidden (fully connected) layer widths, comma-separated; each hidden neuron costs one
+    /// PBS per sample. Default: 128 for the MLP, 64 after the CNN's pooling; `--hidden 0` for
+    /// none (CNN only).
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
     /// CNN: convolution output channels.
     #[arg(long, default_value_t = 8)]
     pub conv_channels: usize,
@@ -79,6 +81,10 @@ pub struct ModelArgs {
     /// CNN: average-pooling window (and stride); 1 for none.
     #[arg(long, default_value_t = 2)]
     pub pool: usize,
+    /// CNN: train the fp32 phase without batch norm after the convolution (by default it is
+    /// used, then folded into the convolution before QAT).
+    #[arg(long)]
+    pub no_batch_norm: bool,
     /// Weight bits of the hidden layers.
     #[arg(long, default_value_t = 3)]
     pub w_bits: u32,
@@ -98,6 +104,12 @@ pub struct ModelArgs {
     /// Epochs of QAT fine-tuning.
     #[arg(long, default_value_t = 12)]
     pub qat_epochs: usize,
+    /// Adam learning rate of the fp32 phase.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Initial Adam learning rate of QAT (cosine decay to 5% of it).
+    #[arg(long, default_value_t = 1e-3)]
+    pub qat_lr: f64,
     /// Mini-batch size.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
@@ -143,6 +155,10 @@ pub struct FheArgs {
     /// Test samples to run under real encryption.
     #[arg(long, default_value_t = 100)]
     pub fhe_samples: usize,
+    /// Samples evaluated together: their PBS share the thread pool, so throughput rises on
+    /// narrow layers, and each sample's latency becomes the batch's wall time.
+    #[arg(long, default_value_t = 1)]
+    pub fhe_batch: usize,
     /// Threads for the server's PBS (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -138,34 +138,54 @@ pub fn evaluate(
     let mut latencies = Vec::with_capacity(n);
     let mut fhe_pred = Vec::with_capacity(n);
     let mut hidden_decrypted = Vec::new();
-    for (i, x) in codes.iter().take(n).enumerate() {
+    let batch = fhe.fhe_batch.max(1);
+    let mut peak_ciphertexts = 0;
+    for (chunk_idx, chunk) in codes[..n].chunks(batch).enumerate() {
+        let first = chunk_idx * batch;
+        let keep_hidden = fhe.trace && first < TRACE_SAMPLES;
         let t = Instant::now();
-        let cts = client.encrypt(x)?;
-        let out = server.evaluate(&cts)?;
-        let acc = client.decrypt_output(&out.output);
-        let logits = circuit.output.logits(&acc);
-        latencies.push(t.elapsed().as_secs_f64());
-        fhe_pred.push(qfhe_export::simulate::argmax(&logits));
-        if fhe.trace && i < TRACE_SAMPLES {
-            hidden_decrypted.push(
-                out.hidden
-                    .iter()
-                    .enumerate()
-                    .map(|(l, c)| client.decrypt_hidden(l, c))
-                    .collect::<Vec<_>>(),
-            );
+        let cts = chunk
+            .iter()
+            .map(|x| client.encrypt(x))
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&[_]> = cts.iter().map(Vec::as_slice).collect();
+        let outs = server.evaluate_batch(&refs, keep_hidden)?;
+        let preds: Vec<usize> = outs
+            .iter()
+            .map(|out| {
+                let acc = client.decrypt_output(&out.output);
+                qfhe_export::simulate::argmax(&circuit.output.logits(&acc))
+            })
+            .collect();
+        let seconds = t.elapsed().as_secs_f64();
+        for (k, (out, pred)) in outs.iter().zip(preds).enumerate() {
+            let i = first + k;
+            latencies.push(seconds);
+            fhe_pred.push(pred);
+            peak_ciphertexts = peak_ciphertexts.max(out.peak_ciphertexts);
+            if keep_hidden && i < TRACE_SAMPLES {
+                hidden_decrypted.push(
+                    out.hidden
+                        .iter()
+                        .enumerate()
+                        .map(|(l, c)| client.decrypt_hidden(l, c))
+                        .collect::<Vec<_>>(),
+                );
+            }
         }
+        let i = first + chunk.len() - 1;
         let agree = agreement(&fhe_pred, &exact_pred[..fhe_pred.len()]);
         pb.set_message(format!(
             "agreement {:.3}, last {:.2} s",
             agree, latencies[i]
         ));
-        pb.inc(1);
-        if !std::io::stderr().is_terminal() && ((i + 1) % 10 == 0 || i + 1 == n) {
+        pb.inc(chunk.len() as u64);
+        if !std::io::stderr().is_terminal() && ((i + 1) / 10 > first / 10 || i + 1 == n) {
             eprintln!(
-                "  FHE {}/{n}: agreement with exact {:.3}, last sample {:.2} s",
+                "  FHE {}/{n}: agreement with exact {:.3}, last {} {:.2} s",
                 i + 1,
                 agree,
+                if batch > 1 { "batch" } else { "sample" },
                 latencies[i]
             );
         }
@@ -209,6 +229,10 @@ pub fn evaluate(
         keygen_s,
         eval_key_bytes: eval_key.size_bytes(),
         pbs_per_sample: circuit.pbs_count(),
+        batch,
+        peak_ciphertexts,
+        ciphertext_bytes: server.ciphertext_bytes(),
+        memory_per_sample_bytes: peak_ciphertexts * server.ciphertext_bytes(),
         params: params.name.to_owned(),
         log2_p_error: compiled.log2_p_error,
         seconds_per_pbs,

@@ -52,6 +52,14 @@ pub struct FheReport {
     pub keygen_s: f64,
     pub eval_key_bytes: usize,
     pub pbs_per_sample: usize,
+    /// Samples evaluated together (their latency is the batch's wall time).
+    pub batch: usize,
+    /// Most ciphertexts one sample held at once during evaluation.
+    pub peak_ciphertexts: usize,
+    /// Bytes per LWE ciphertext.
+    pub ciphertext_bytes: usize,
+    /// `peak_ciphertexts · ciphertext_bytes`.
+    pub memory_per_sample_bytes: usize,
     pub params: String,
     pub log2_p_error: f64,
     pub seconds_per_pbs: f64,
@@ -148,7 +156,7 @@ impl Report {
         s += &self.accuracy_table();
         let _ = write!(
             s,
-            "\n- parameters: `{}` (128-bit security), {} PBS per sample, gross-error probability per PBS ≤ 2^{:.1}\n- key generation {:.2} s, evaluation keys {:.1} MB\n- measured {:.1} ms per KS+PBS on the pool ({} threads)\n- simulated vs quantized prediction agreement: {}\n\n## Layers\n\n",
+            "\n- parameters: `{}` (128-bit security), {} PBS per sample, gross-error probability per PBS ≤ 2^{:.1}\n- key generation {:.2} s, evaluation keys {:.1} MB\n- measured {:.1} ms per KS+PBS on the pool ({} threads); FHE batch {}\n- memory per sample: {} ciphertexts held at peak × {} bytes = {:.1} MB\n- simulated vs quantized prediction agreement: {}\n\n## Layers\n\n",
             self.fhe.params,
             self.fhe.pbs_per_sample,
             self.fhe.log2_p_error,
@@ -156,6 +164,10 @@ impl Report {
             self.fhe.eval_key_bytes as f64 / 1e6,
             self.fhe.seconds_per_pbs * 1e3,
             self.fhe.threads,
+            self.fhe.batch,
+            self.fhe.peak_ciphertexts,
+            self.fhe.ciphertext_bytes,
+            self.fhe.memory_per_sample_bytes as f64 / 1e6,
             pct(self.simulated_agreement_with_quantized),
         );
         s += &layer_table(&self.layers, Some(self.fhe.seconds_per_pbs));

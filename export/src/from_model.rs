@@ -10,9 +10,10 @@ use crate::circuit::{
 use burn::prelude::*;
 use qfhe_quant::bounds::RowStats;
 use qfhe_quant::encoding::NeuronEncoding;
+use qfhe_quant::layers::QuantLinear;
 use qfhe_quant::scheme::{input_scale, quantize_activation, unsigned_qmax};
 use qfhe_quant::EncodingError;
-use qfhe_train::{QCnn, QMlp};
+use qfhe_train::{HiddenTrace, QCnn, QMlp};
 
 /// Why a model could not be exported.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,81 @@ pub fn output_delta_log2(rows: &[RowStats], cfg: &qfhe_quant::EncodingConfig) ->
         .unwrap_or(8)
 }
 
+/// A dense layer's integer weights as the circuit sees them.
+struct DenseWeights {
+    /// Neuron-major `[d_out][d_in]`.
+    weights: Vec<i32>,
+    d_in: usize,
+    /// Largest input code.
+    in_qmax: i32,
+}
+
+/// One PBS-fed dense hidden layer of the circuit from its QAT trace: `scales` are the input and
+/// output activation steps.
+fn dense_hidden_layer(
+    t: &HiddenTrace,
+    layer: &QuantLinear,
+    w: DenseWeights,
+    (s_in, s_out): (f32, f32),
+    out_qmax: i32,
+    enc_cfg: &qfhe_quant::EncodingConfig,
+) -> HiddenLayer {
+    let s_w = layer.scale_values();
+    let bias = floats(layer.bias.val());
+    let neurons = t
+        .encoding
+        .neurons
+        .iter()
+        .enumerate()
+        .map(|(j, &e)| Neuron {
+            mult: e.mult,
+            offset: e.offset,
+            thresholds: neuron_thresholds(
+                e,
+                enc_cfg.frac_bits,
+                enc_cfg.poly_size,
+                s_in * s_w[j],
+                bias[j],
+                s_out,
+                out_qmax,
+            ),
+        })
+        .collect::<Vec<_>>();
+    HiddenLayer {
+        d_in: w.d_in,
+        d_out: neurons.len(),
+        in_qmax: w.in_qmax,
+        out_qmax,
+        w_bits: layer.w_bits,
+        weights: w.weights,
+        inputs: None,
+        delta_in: t.encoding.delta_in,
+        neurons,
+    }
+}
+
+/// Fold `p × p` sum pooling into a dense layer: neuron-major weights over the pooled features
+/// `[d_out][c·ph·pw]` become weights over the conv outputs `[d_out][c·oh·ow]`, conv output
+/// `(c, y, x)` taking the weight of `(c, y/p, x/p)` (0 for positions the pooling drops).
+fn fold_pool(pooled_w: &[i32], conv: [usize; 3], pooled: [usize; 3], p: usize) -> Vec<i32> {
+    let [c_out, oh, ow] = conv;
+    let [_, ph, pw] = pooled;
+    let (d_in, d_pooled) = (c_out * oh * ow, c_out * ph * pw);
+    let d_out = pooled_w.len() / d_pooled;
+    let mut weights = vec![0i32; d_out * d_in];
+    for j in 0..d_out {
+        for c in 0..c_out {
+            for y in 0..ph * p {
+                for x in 0..pw * p {
+                    weights[j * d_in + c * oh * ow + y * ow + x] =
+                        pooled_w[j * d_pooled + c * ph * pw + (y / p) * pw + x / p];
+                }
+            }
+        }
+    }
+    weights
+}
+
 /// A validated circuit of the current format version from its parts.
 fn assemble(
     encoding: qfhe_quant::EncodingConfig,
@@ -122,51 +198,26 @@ pub fn export_mlp(model: &QMlp, dataset: &str) -> Result<Circuit, ExportError> {
     let mut hidden = Vec::new();
     let mut in_qmax = unsigned_qmax(cfg.in_bits);
     for (l, t) in trace.hidden.iter().enumerate() {
-        let layer = &model.layers[l];
-        let (weights, d_in, d_out) = neuron_major(t.codes.clone());
-        let s_w = floats(layer.w_scale.val());
-        let bias = floats(layer.bias.val());
-        let (s_in, s_out) = (scales[l], scales[l + 1]);
+        let (weights, d_in, _) = neuron_major(t.codes.clone());
         let out_qmax = model.acts[l].qmax();
-        let neurons = t
-            .encoding
-            .neurons
-            .iter()
-            .enumerate()
-            .map(|(j, &e)| Neuron {
-                mult: e.mult,
-                offset: e.offset,
-                thresholds: neuron_thresholds(
-                    e,
-                    enc_cfg.frac_bits,
-                    enc_cfg.poly_size,
-                    s_in * s_w[j],
-                    bias[j],
-                    s_out,
-                    out_qmax,
-                ),
-            })
-            .collect();
-        hidden.push(HiddenLayer {
-            d_in,
-            d_out,
-            in_qmax,
+        hidden.push(dense_hidden_layer(
+            t,
+            &model.layers[l],
+            DenseWeights {
+                weights,
+                d_in,
+                in_qmax,
+            },
+            (scales[l], scales[l + 1]),
             out_qmax,
-            w_bits: layer.w_bits,
-            weights,
-            inputs: None,
-            delta_in: t.encoding.delta_in,
-            neurons,
-        });
+            &enc_cfg,
+        ));
         in_qmax = out_qmax;
     }
     let last = model.layers.last().expect("at least one layer");
     let (weights, d_in, d_out) = neuron_major(trace.output_codes.clone());
     let s_in = *scales.last().expect("scales");
-    let scale = floats(last.w_scale.val())
-        .iter()
-        .map(|&s| s * s_in)
-        .collect();
+    let scale = last.scale_values().iter().map(|&s| s * s_in).collect();
     let rows: Vec<RowStats> = (0..d_out)
         .map(|j| RowStats::of_row(&weights[j * d_in..(j + 1) * d_in], in_qmax))
         .collect();
@@ -201,9 +252,10 @@ pub fn export_mlp(model: &QMlp, dataset: &str) -> Result<Circuit, ExportError> {
 
 /// Export a trained CNN (evaluation mode) as a circuit: the convolution becomes a hidden layer
 /// with sparse rows (im2col by index; a padded tap has weight 0), one PBS per output position;
-/// the average pooling is folded into the output layer, whose weight for conv output
-/// `(c, y, x)` is the pooled weight of `(c, y/p, x/p)` (0 for positions the pooling drops),
-/// with the `1/p²` in its scale.
+/// the average pooling is folded into the next dense layer (the first hidden layer, else the
+/// output layer), whose weight for conv output `(c, y, x)` is the pooled weight of
+/// `(c, y/p, x/p)` (0 for positions the pooling drops), with the `1/p²` in its scale. A batch
+/// norm was folded into the convolution before QAT ([`QCnn::fold_batch_norm`]).
 ///
 /// # Errors
 /// [`ExportError::Encoding`] when a neuron's worst-case range cannot be encoded.
@@ -217,10 +269,10 @@ pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
     let g = cfg.geometry();
     let fan_in = g.fan_in();
     let kernels = floats(trace.conv_codes.clone());
-    let s_w = floats(model.conv.w_scale.val());
+    let s_w = model.conv.scale_values();
     let bias = floats(model.conv.bias.val());
     let s_in = input_scale(cfg.in_bits);
-    let s_act = model.act.scale.val().into_scalar::<f32>();
+    let s_act = model.act.step_value();
     let qmax = model.act.qmax();
     let taps = g.taps();
     let (mut weights, mut inputs, mut neurons) = (Vec::new(), Vec::new(), Vec::new());
@@ -258,37 +310,53 @@ pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
         delta_in: trace.encoding.delta_in,
         neurons,
     };
-    // Output layer over the un-pooled conv outputs.
-    let (pooled_w, d_pooled, classes) = neuron_major(trace.output_codes.clone());
-    let [_, ph, pw] = cfg.pooled_shape();
-    debug_assert_eq!(d_pooled, c_out * ph * pw);
-    let d_in = c_out * oh * ow;
-    let p = cfg.pool;
-    let mut weights = vec![0i32; classes * d_in];
-    for j in 0..classes {
-        for c in 0..c_out {
-            for y in 0..ph * p {
-                for x in 0..pw * p {
-                    weights[j * d_in + c * oh * ow + y * ow + x] =
-                        pooled_w[j * d_pooled + c * ph * pw + (y / p) * pw + x / p];
-                }
-            }
+    // Dense layers: the first reads the un-pooled conv outputs, pooling folded into its weights.
+    let (conv_shape, pooled_shape, p) = (cfg.conv_shape(), cfg.pooled_shape(), cfg.pool);
+    let scales = model.dense_input_scales();
+    let mut layers = vec![conv];
+    let mut in_qmax = qmax;
+    for (l, t) in trace.hidden.iter().enumerate() {
+        let (mut weights, mut d_in, _) = neuron_major(t.codes.clone());
+        if l == 0 {
+            weights = fold_pool(&weights, conv_shape, pooled_shape, p);
+            d_in = c_out * oh * ow;
         }
+        let out_qmax = model.fc_acts[l].qmax();
+        layers.push(dense_hidden_layer(
+            t,
+            &model.fc[l],
+            DenseWeights {
+                weights,
+                d_in,
+                in_qmax,
+            },
+            (scales[l], scales[l + 1]),
+            out_qmax,
+            &enc_cfg,
+        ));
+        in_qmax = out_qmax;
+    }
+    let (mut weights, mut d_in, classes) = neuron_major(trace.output_codes.clone());
+    if trace.hidden.is_empty() {
+        weights = fold_pool(&weights, conv_shape, pooled_shape, p);
+        d_in = c_out * oh * ow;
     }
     let rows: Vec<RowStats> = (0..classes)
-        .map(|j| RowStats::of_row(&weights[j * d_in..(j + 1) * d_in], qmax))
+        .map(|j| RowStats::of_row(&weights[j * d_in..(j + 1) * d_in], in_qmax))
         .collect();
-    let s_pool = QCnn::pooled_scale(s_act, p);
+    let s_last = *scales.last().expect("scales");
     let output = OutputLayer {
         d_in,
         d_out: classes,
-        in_qmax: qmax,
+        in_qmax,
         w_bits: model.output.w_bits,
         weights,
         delta_log2: output_delta_log2(&rows, &enc_cfg),
-        scale: floats(model.output.w_scale.val())
+        scale: model
+            .output
+            .scale_values()
             .iter()
-            .map(|&s| s * s_pool)
+            .map(|&s| s * s_last)
             .collect(),
         bias: floats(model.output.bias.val()),
     };
@@ -304,7 +372,7 @@ pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
         features,
         cfg.in_bits,
         trace.encoding.delta_in,
-        vec![conv],
+        layers,
         output,
         meta,
     )

@@ -9,7 +9,19 @@ use qfhe_train::{train_model, CnnConfig, QCnn, TrainConfig};
 
 #[test]
 fn cnn_forward_and_circuit_simulator_agree() {
+    // Pooling folded into the output layer.
+    check_cnn(vec![], false);
+}
+
+#[test]
+fn cnn_with_batch_norm_and_hidden_layer_agrees_with_simulator() {
+    // Batch norm folded into the convolution, pooling folded into the hidden layer.
+    check_cnn(vec![8], true);
+}
+
+fn check_cnn(hidden: Vec<usize>, batch_norm: bool) {
     let data = common::dataset();
+    let extra_pbs: usize = hidden.iter().sum();
     let cfg = CnnConfig {
         input: [1, 8, 8],
         channels: 4,
@@ -17,6 +29,8 @@ fn cnn_forward_and_circuit_simulator_agree() {
         stride: 1,
         padding: 1,
         pool: 2,
+        hidden,
+        batch_norm,
         classes: 4,
         w_bits: 3,
         out_w_bits: 4,
@@ -25,9 +39,10 @@ fn cnn_forward_and_circuit_simulator_agree() {
         encoding: EncodingConfig::default(),
     };
     let tc = TrainConfig {
-        fp32_epochs: 2,
-        qat_epochs: 2,
+        fp32_epochs: 6,
+        qat_epochs: 4,
         batch_size: 64,
+        lr: 3e-3,
         ..TrainConfig::default()
     };
     let (model, report) = train_model(|d| QCnn::new(cfg, d), &tc, &data, &Device::flex()).unwrap();
@@ -37,7 +52,8 @@ fn cnn_forward_and_circuit_simulator_agree() {
         report.qat_accuracy
     );
     let circuit = export_cnn(&model, "synthetic").unwrap();
-    assert_eq!(circuit.pbs_count(), 4 * 8 * 8);
+    assert_eq!(circuit.pbs_count(), 4 * 8 * 8 + extra_pbs);
+    assert!(model.bn.is_none(), "batch norm is folded before QAT");
     assert!(circuit.hidden[0].inputs.is_some());
 
     let idx: Vec<usize> = (0..data.test.len()).collect();
@@ -45,6 +61,17 @@ fn cnn_forward_and_circuit_simulator_agree() {
     let (logits, trace) = model.forward_qat_traced(x).unwrap();
     let logits = logits.into_data().try_into_vec::<f32>().unwrap();
     let conv = trace.conv_out.into_data().try_into_vec::<f32>().unwrap();
+    let fc: Vec<Vec<f32>> = trace
+        .hidden
+        .iter()
+        .map(|t| {
+            t.out_codes
+                .clone()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        })
+        .collect();
     let preds = argmax_rows(&logits, 4);
     let mut mismatches = 0;
     for (s, &i) in idx.iter().enumerate() {
@@ -55,6 +82,14 @@ fn cnn_forward_and_circuit_simulator_agree() {
             .zip(&sim.hidden[0])
             .filter(|(b, q)| **b as i32 != **q)
             .count();
+        for (l, codes) in fc.iter().enumerate() {
+            let d = codes.len() / idx.len();
+            mismatches += codes[s * d..(s + 1) * d]
+                .iter()
+                .zip(&sim.hidden[1 + l])
+                .filter(|(b, q)| **b as i32 != **q)
+                .count();
+        }
         for (j, (&b, &q)) in logits[s * 4..(s + 1) * 4]
             .iter()
             .zip(&sim.logits)
@@ -68,7 +103,7 @@ fn cnn_forward_and_circuit_simulator_agree() {
         }
         assert_eq!(preds[s], sim.prediction);
     }
-    assert_eq!(mismatches, 0, "conv activations differ");
+    assert_eq!(mismatches, 0, "conv or hidden activations differ");
     // The exported circuit is accurate on its own (exact simulator on the test set).
     let acc = idx
         .iter()

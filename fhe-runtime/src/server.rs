@@ -37,10 +37,13 @@ pub(crate) fn check_params(circuit: &Circuit, params: &FheParams) -> Result<(), 
 
 /// Ciphertexts of one evaluation.
 pub struct Evaluation {
-    /// PBS outputs of each hidden layer (kept for trace mode).
+    /// PBS outputs of each hidden layer when kept (trace mode), else empty.
     pub hidden: Vec<Vec<LweCiphertextOwned<u64>>>,
     /// Output-layer accumulators, to be decrypted by the client.
     pub output: Vec<LweCiphertextOwned<u64>>,
+    /// Most ciphertexts this sample held at once: its inputs, the layers still held and the
+    /// layer being produced (each `(n + 1) · 8` bytes, see [`Server::ciphertext_bytes`]).
+    pub peak_ciphertexts: usize,
 }
 
 /// A server for one circuit: evaluation keys plus one LUT per hidden neuron, built once.
@@ -113,50 +116,117 @@ impl<'a> Server<'a> {
         }
     }
 
-    /// Evaluate the circuit on encrypted inputs. Each hidden layer's neurons run in parallel on
-    /// the rayon pool (GEMM row, keyswitch, centered modulus switch, blind rotation, sample
-    /// extraction per neuron).
+    /// Evaluate the circuit on the encrypted inputs of one sample, keeping every hidden layer's
+    /// PBS outputs (for trace mode and tests); see [`Server::evaluate_batch`].
     ///
     /// # Errors
     /// [`RuntimeError::Input`] if the number of ciphertexts is not the circuit's input width.
     pub fn evaluate(&self, inputs: &[LweCiphertextOwned<u64>]) -> Result<Evaluation, RuntimeError> {
-        if inputs.len() != self.circuit.features {
+        let mut out = self.evaluate_batch(&[inputs], true)?;
+        Ok(out.pop().expect("one sample in, one out"))
+    }
+
+    /// Evaluate the circuit on a batch of samples' encrypted inputs (`batch[s]`: the circuit's
+    /// `features` ciphertexts of sample `s`). Layer by layer, every (sample, neuron) pair runs
+    /// in parallel on the rayon pool (GEMM row, keyswitch, centered modulus switch, blind
+    /// rotation, sample extraction), so a batch keeps all threads busy even on narrow layers.
+    /// Without `keep_hidden`, a layer's outputs are freed once the next layer has read them.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Input`] if a sample's number of ciphertexts is not the circuit's input
+    /// width.
+    pub fn evaluate_batch(
+        &self,
+        batch: &[&[LweCiphertextOwned<u64>]],
+        keep_hidden: bool,
+    ) -> Result<Vec<Evaluation>, RuntimeError> {
+        if let Some(bad) = batch.iter().find(|x| x.len() != self.circuit.features) {
             return Err(RuntimeError::Input(format!(
                 "{} ciphertexts, the circuit takes {}",
-                inputs.len(),
+                bad.len(),
                 self.circuit.features
             )));
         }
         let tpu = self.circuit.encoding.torus_per_unit();
-        let mut hidden = Vec::with_capacity(self.circuit.hidden.len());
-        let mut x: &[LweCiphertextOwned<u64>] = inputs;
+        let b = batch.len();
+        // outputs[l][s]: layer l's PBS outputs for sample s (empty once freed).
+        let mut outputs: Vec<Vec<Vec<LweCiphertextOwned<u64>>>> = Vec::new();
+        let mut live = self.circuit.features;
+        let mut peak = live;
         for (l, layer) in self.circuit.hidden.iter().enumerate() {
-            let out: Vec<_> = (0..layer.d_out)
+            let d = layer.d_out;
+            let x = |s: usize| -> &[LweCiphertextOwned<u64>] {
+                if l == 0 {
+                    batch[s]
+                } else {
+                    &outputs[l - 1][s]
+                }
+            };
+            let flat: Vec<_> = (0..b * d)
                 .into_par_iter()
                 .map_init(
                     || self.scratch(),
-                    |s, j| {
+                    |scratch, i| {
+                        let (s, j) = (i / d, i % d);
                         let n = &layer.neurons[j];
                         let c = n.mult / layer.delta_in;
                         // Half a phase unit keeps every phase off the slot boundaries.
                         let offset = (n.offset as u64).wrapping_mul(tpu).wrapping_add(tpu / 2);
-                        let acc = gemm_row(layer.row(j), layer.row_inputs(j), c, x, offset);
-                        self.bootstrap(&acc, &self.luts[l][j], s)
+                        let acc = gemm_row(layer.row(j), layer.row_inputs(j), c, x(s), offset);
+                        self.bootstrap(&acc, &self.luts[l][j], scratch)
                     },
                 )
                 .collect();
-            hidden.push(out);
-            x = hidden.last().expect("just pushed");
+            let mut it = flat.into_iter();
+            let per_sample = (0..b).map(|_| it.by_ref().take(d).collect()).collect();
+            live += d;
+            peak = peak.max(live);
+            if !keep_hidden && l > 0 {
+                live -= self.circuit.hidden[l - 1].d_out;
+                outputs[l - 1] = Vec::new();
+            }
+            outputs.push(per_sample);
         }
         let o = &self.circuit.output;
-        let output = (0..o.d_out)
-            .into_par_iter()
-            .map(|j| {
-                let offset = (o.placement(j) as u64).wrapping_mul(1u64 << o.delta_log2);
-                gemm_row(&o.weights[j * o.d_in..(j + 1) * o.d_in], None, 1, x, offset)
+        peak = peak.max(live + o.d_out);
+        let last = outputs.len();
+        let results: Vec<Vec<_>> = (0..b)
+            .map(|s| {
+                let x: &[LweCiphertextOwned<u64>] = if last == 0 {
+                    batch[s]
+                } else {
+                    &outputs[last - 1][s]
+                };
+                (0..o.d_out)
+                    .into_par_iter()
+                    .map(|j| {
+                        let offset = (o.placement(j) as u64).wrapping_mul(1u64 << o.delta_log2);
+                        gemm_row(&o.weights[j * o.d_in..(j + 1) * o.d_in], None, 1, x, offset)
+                    })
+                    .collect()
             })
             .collect();
-        Ok(Evaluation { hidden, output })
+        Ok(results
+            .into_iter()
+            .enumerate()
+            .map(|(s, output)| Evaluation {
+                hidden: if keep_hidden {
+                    outputs
+                        .iter_mut()
+                        .map(|l| std::mem::take(&mut l[s]))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                output,
+                peak_ciphertexts: peak,
+            })
+            .collect())
+    }
+
+    /// Bytes of one LWE ciphertext under the big (GLWE-extracted) key: `(k·N + 1) · 8`.
+    pub fn ciphertext_bytes(&self) -> usize {
+        (self.key.params.big_dim() + 1) * std::mem::size_of::<u64>()
     }
 
     /// KS → centered modulus switch → blind rotation → sample extraction.

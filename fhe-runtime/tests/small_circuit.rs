@@ -114,6 +114,30 @@ fn encrypted_evaluation_equals_the_simulator() {
     }
     // The inputs exercise the circuit (not one constant output).
     assert!(distinct_outputs.len() > 3);
+
+    // The same samples as one batch, hidden layers freed as soon as they are read.
+    let xs: Vec<Vec<i32>> = (0..12u32)
+        .map(|s| {
+            (0..4)
+                .map(|i| ((s * 7 + i * 5 + s / 3) % 4) as i32)
+                .collect()
+        })
+        .collect();
+    let cts: Vec<_> = xs.iter().map(|x| client.encrypt(x).unwrap()).collect();
+    let refs: Vec<&[_]> = cts.iter().map(Vec::as_slice).collect();
+    let outs = server.evaluate_batch(&refs, false).unwrap();
+    assert_eq!(outs.len(), 12);
+    let [d0, d1] = [c.hidden[0].d_out, c.hidden[1].d_out];
+    // Inputs + both hidden layers while layer 2 is produced, then inputs + layer 2 + outputs.
+    let peak = (c.features + d0 + d1).max(c.features + d1 + c.output.d_out);
+    for (x, out) in xs.iter().zip(&outs) {
+        assert!(out.hidden.is_empty());
+        assert_eq!(out.peak_ciphertexts, peak);
+        assert_eq!(client.decrypt_output(&out.output), c.run_exact(x).out_acc);
+    }
+    // Keeping the hidden layers (trace mode) holds everything at once.
+    let kept = server.evaluate(&cts[0]).unwrap();
+    assert_eq!(kept.peak_ciphertexts, c.features + d0 + d1 + c.output.d_out);
 }
 
 /// A 1-D convolution lowered by index: 6 inputs, kernel [1, -1, 1], stride 1, padding 1, so the

@@ -10,6 +10,7 @@ use crate::layers::AccumulatorBound;
 use crate::scheme::signed_qmax;
 use crate::ste::{grad_scale, round_ste};
 use burn::module::Param;
+use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -164,13 +165,41 @@ impl QuantConv2d {
             Param::from_tensor(mean.mul_scalar(2.0 / qmax.sqrt()).clamp_min(1e-6).detach());
     }
 
-    /// The per-channel step with LSQ gradient scaling `[c_out]` (value exactly `w_scale`).
+    /// Fold an inference-mode batch norm that follows this convolution into its weights and
+    /// bias: with `g_c = γ_c / sqrt(running_var_c + ε)`, `W'_c = g_c · W_c` and
+    /// `b'_c = g_c · (b_c − running_mean_c) + β_c` (Jacob et al. 2018, §3.2). The folded
+    /// convolution's float forward equals conv → batch norm (evaluation mode); call this before
+    /// quantizing, so the quantized weights are the folded ones the circuit uses.
+    pub fn fold_batch_norm(&mut self, bn: &BatchNorm) {
+        let [c_out, ..] = self.weight.val().dims();
+        let var = bn.running_var.value().detach();
+        let mean = bn.running_mean.value().detach();
+        let g = bn.gamma.val().detach() / var.add_scalar(bn.epsilon).sqrt();
+        let w = self.weight.val().detach() * g.clone().reshape([c_out, 1, 1, 1]);
+        let b = (self.bias.val().detach() - mean) * g + bn.beta.val().detach();
+        self.weight = Param::from_tensor(w.detach());
+        self.bias = Param::from_tensor(b.detach());
+    }
+
+    /// The per-channel step with LSQ gradient scaling `[c_out]`: `|w_scale|` (see
+    /// [`crate::layers::QuantLinear::scale`]).
     pub fn scale(&self) -> Tensor<1> {
         let [_, c_in, k, _] = self.weight.val().dims();
         grad_scale(
             self.w_scale.val(),
             1.0 / ((c_in * k * k) as f32 * signed_qmax(self.w_bits) as f32).sqrt(),
         )
+        .abs()
+    }
+
+    /// The values of [`QuantConv2d::scale`] (`c_out` steps, all ≥ 0).
+    pub fn scale_values(&self) -> Vec<f32> {
+        self.w_scale
+            .val()
+            .abs()
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 scales")
     }
 
     /// Integer weight codes `[c_out, c_in, k, k]`, straight-through, under the accumulator

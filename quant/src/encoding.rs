@@ -116,6 +116,29 @@ impl EncodingConfig {
         self.usable_slots() as f64 / self.min_step_slots
     }
 
+    /// Largest std at a PBS input the margins tolerate: `margin_slots / 8` (8 σ from the
+    /// range's edge to the padding half, a wrap probability below 2^-50).
+    pub fn max_sigma_slots(&self) -> f64 {
+        self.margin_slots as f64 / 8.0
+    }
+
+    /// Largest row multiplier `c` keeping neuron `row`'s PBS-input std within
+    /// [`EncodingConfig::max_sigma_slots`]: `sqrt(max² − base²) / (‖W‖₂ · σ_in)` (at least 1;
+    /// unbounded for rows without weights).
+    pub fn max_row_multiplier(&self, row: &RowStats, input: InputKind) -> i64 {
+        let sigma_in = match input {
+            InputKind::Fresh => self.noise.fresh_sigma_slots,
+            InputKind::Pbs => self.noise.pbs_sigma_slots,
+        };
+        let room = (self.max_sigma_slots().powi(2) - self.noise.base_sigma_slots.powi(2)).max(0.0);
+        let c = room.sqrt() / (row.l2 * sigma_in);
+        if c.is_finite() && c < i64::MAX as f64 {
+            (c.floor() as i64).max(1)
+        } else {
+            i64::MAX
+        }
+    }
+
     /// Std at neuron `j`'s PBS input in slots: `sqrt(base² + (c_j · ‖W_j‖₂ · σ_in)²)`
     /// (variance of a linear combination, ‖w‖₂² · Var(c); tfhe-rs noise-formula convention).
     pub fn sigma_slots(&self, row: &RowStats, row_multiplier: i64, input: InputKind) -> f64 {
@@ -237,7 +260,7 @@ pub fn choose_layer_encoding(
     };
     let mut best: Option<(f64, LayerEncoding)> = None;
     for delta_in in candidates {
-        let enc = encode_with_delta(rows, delta_in, cfg);
+        let enc = encode_with_delta(rows, delta_in, input, cfg);
         let score = rows
             .iter()
             .zip(&enc.neurons)
@@ -282,13 +305,23 @@ pub fn step_shortfall(
         .collect()
 }
 
-fn encode_with_delta(rows: &[RowStats], delta_in: i64, cfg: &EncodingConfig) -> LayerEncoding {
+/// Each neuron's multiplier `c · delta_in` with the largest `c` that fits its range in the usable
+/// window, capped so that the noise the GEMM amplifies stays below
+/// [`EncodingConfig::max_sigma_slots`]: past the point where input noise dominates, a larger `c`
+/// no longer widens steps relative to the noise, it only eats into the margins.
+fn encode_with_delta(
+    rows: &[RowStats],
+    delta_in: i64,
+    input: InputKind,
+    cfg: &EncodingConfig,
+) -> LayerEncoding {
     let usable = cfg.usable_units();
     let margin = (cfg.margin_slots as i64) << cfg.frac_bits;
     let neurons = rows
         .iter()
         .map(|r| {
-            let c = (usable / (r.range().max(1) * delta_in)).max(1);
+            let fit = (usable / (r.range().max(1) * delta_in)).max(1);
+            let c = fit.min(cfg.max_row_multiplier(r, input)).max(1);
             let mult = c * delta_in;
             // Centre the range in the usable window.
             let spare = usable - mult * r.range();

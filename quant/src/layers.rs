@@ -98,11 +98,23 @@ impl QuantLinear {
         l1.into_data().try_into_vec::<f32>().expect("f32 tensor")
     }
 
-    /// The per-channel step with LSQ gradient scaling, `[d_out]` (value exactly `w_scale`).
+    /// The per-channel step with LSQ gradient scaling, `[d_out]`: `|w_scale|`, so an optimizer
+    /// step that crosses zero cannot make a step negative (which would turn a neuron's table
+    /// upside down).
     pub fn scale(&self) -> Tensor<1> {
         let [d_in, _] = self.weight.val().dims();
         let g = 1.0 / ((d_in as f32) * signed_qmax(self.w_bits) as f32).sqrt();
-        grad_scale(self.w_scale.val(), g)
+        grad_scale(self.w_scale.val(), g).abs()
+    }
+
+    /// The values of [`QuantLinear::scale`] (`d_out` steps, all ≥ 0).
+    pub fn scale_values(&self) -> Vec<f32> {
+        self.w_scale
+            .val()
+            .abs()
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 scales")
     }
 
     /// Integer weight codes `[d_in, d_out]` (as `f32`, exact integers in `[-qmax, qmax]`):
@@ -146,12 +158,19 @@ impl ActQuant {
         self.scale = Param::from_tensor(Tensor::from_floats([s], &self.scale.val().device()));
     }
 
-    /// The step with LSQ gradient scaling for `n` values per batch (value exactly `scale`).
+    /// The step with LSQ gradient scaling for `n` values per batch: `|scale|` (see
+    /// [`QuantLinear::scale`]).
     pub fn step(&self, n: usize) -> Tensor<1> {
         grad_scale(
             self.scale.val(),
             1.0 / ((n as f32) * self.qmax() as f32).sqrt(),
         )
+        .abs()
+    }
+
+    /// The value of [`ActQuant::step`].
+    pub fn step_value(&self) -> f32 {
+        self.scale.val().into_scalar::<f32>().abs()
     }
 
     /// Codes `clamp(round(z / s), 0, qmax)` `[batch, d]`, straight-through (LSQ gradients).

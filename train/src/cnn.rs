@@ -1,9 +1,12 @@
-//! The quantized CNN: conv → activation quantizer → average (sum) pooling → flatten → output.
+//! The quantized CNN: conv (→ batch norm, folded before QAT) → activation quantizer → average
+//! (sum) pooling → flatten → fully connected hidden layers → output.
 //!
-//! One PBS per convolution output; the pooling is a sum of PBS outputs whose `1/p²` folds into
-//! the output layer's scale, so it costs no PBS.
+//! One PBS per convolution output and per hidden neuron; the pooling is a sum of PBS outputs
+//! whose `1/p²` folds into the next layer's scale, so it costs no PBS.
 
+use crate::dense::{dense_hidden_forward, DenseInput, HiddenTrace};
 use crate::qat::QatModel;
+use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
 use qfhe_quant::conv::{conv_row_stats, sum_pool, ConvGeometry, QuantConv2d};
 use qfhe_quant::encoding::{acc_per_step, choose_layer_encoding, InputKind};
@@ -26,6 +29,13 @@ pub struct CnnConfig {
     pub padding: usize,
     /// Average-pooling window and stride (1: none).
     pub pool: usize,
+    /// Widths of the fully connected hidden layers between pooling and the output layer.
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    /// Train the fp32 phase with batch norm after the convolution (folded into the convolution
+    /// before QAT; `false` once folded).
+    #[serde(default)]
+    pub batch_norm: bool,
     /// Output classes.
     pub classes: usize,
     /// Convolution weight bits.
@@ -66,13 +76,22 @@ impl CnnConfig {
         [c, oh / self.pool, ow / self.pool]
     }
 
-    /// A name like `cnn 1x28x28 c8k5s2p0 pool2 -10`.
+    /// Flattened pooled features, the first dense layer's inputs.
+    pub fn pooled_features(&self) -> usize {
+        self.pooled_shape().iter().product()
+    }
+
+    /// A name like `cnn 1x28x28-c8k5s2p0-pool2-64-10`.
     pub fn arch(&self) -> String {
         let [c, h, w] = self.input;
-        format!(
-            "cnn {c}x{h}x{w}-c{}k{}s{}p{}-pool{}-{}",
-            self.channels, self.kernel, self.stride, self.padding, self.pool, self.classes
-        )
+        let mut s = format!(
+            "cnn {c}x{h}x{w}-c{}k{}s{}p{}-pool{}",
+            self.channels, self.kernel, self.stride, self.padding, self.pool
+        );
+        for d in &self.hidden {
+            s += &format!("-{d}");
+        }
+        s + &format!("-{}", self.classes)
     }
 }
 
@@ -81,9 +100,15 @@ impl CnnConfig {
 pub struct QCnn {
     /// The convolution.
     pub conv: QuantConv2d,
+    /// Batch norm after the convolution (fp32 phase only: folded into `conv` before QAT).
+    pub bn: Option<BatchNorm>,
     /// Its activation quantizer.
     pub act: ActQuant,
-    /// The output layer on the flattened pooled activations.
+    /// Fully connected hidden layers on the flattened pooled activations.
+    pub fc: Vec<QuantLinear>,
+    /// One activation quantizer per fully connected layer.
+    pub fc_acts: Vec<ActQuant>,
+    /// The output layer.
     pub output: QuantLinear,
     /// Architecture and quantization.
     #[module(skip)]
@@ -99,7 +124,9 @@ pub struct CnnTrace {
     pub encoding: LayerEncoding,
     /// Convolution activation codes `[batch, c·h'·w']`.
     pub conv_out: Tensor<2>,
-    /// Output weight codes `[c·(h'/p)·(w'/p), classes]`.
+    /// The fully connected hidden layers.
+    pub hidden: Vec<HiddenTrace>,
+    /// Output weight codes `[d_in, classes]` (`d_in = c·(h'/p)·(w'/p)` without hidden layers).
     pub output_codes: Tensor<2>,
 }
 
@@ -116,11 +143,32 @@ impl QCnn {
             config.w_bits,
             device,
         );
-        let [c, ph, pw] = config.pooled_shape();
-        let output = QuantLinear::new(c * ph * pw, config.classes, config.out_w_bits, device);
+        let mut widths = vec![config.pooled_features()];
+        widths.extend(&config.hidden);
+        let fc = widths
+            .windows(2)
+            .map(|w| QuantLinear::new(w[0], w[1], config.w_bits, device))
+            .collect();
+        let fc_acts = config
+            .hidden
+            .iter()
+            .map(|_| ActQuant::new(config.a_bits, device))
+            .collect();
+        let output = QuantLinear::new(
+            *widths.last().expect("widths"),
+            config.classes,
+            config.out_w_bits,
+            device,
+        );
+        let bn = config
+            .batch_norm
+            .then(|| BatchNormConfig::new(config.channels).init(device));
         Self {
             conv,
+            bn,
             act: ActQuant::new(config.a_bits, device),
+            fc,
+            fc_acts,
             output,
             config,
         }
@@ -132,9 +180,27 @@ impl QCnn {
         x.reshape([b, c, h, w])
     }
 
-    /// The output layer's input scale: the activation step over the pooling window, `s / p²`.
+    /// The next layer's input scale: the activation step over the pooling window, `s / p²`.
     pub fn pooled_scale(s_act: f32, pool: usize) -> f32 {
         s_act / (pool * pool) as f32
+    }
+
+    /// Fold the batch norm into the convolution (see [`QuantConv2d::fold_batch_norm`]); a model
+    /// without one is unchanged. Afterwards `config.batch_norm` is `false`, so a model rebuilt
+    /// from the config matches the saved weights.
+    pub fn fold_batch_norm(&mut self) {
+        if let Some(bn) = self.bn.take() {
+            self.conv.fold_batch_norm(&bn);
+            self.config.batch_norm = false;
+        }
+    }
+
+    /// The activation steps of the dense layers' inputs: `s_act / p²` for the first (pooled),
+    /// then each hidden layer's activation step.
+    pub fn dense_input_scales(&self) -> Vec<f32> {
+        let mut v = vec![Self::pooled_scale(self.act.step_value(), self.config.pool)];
+        v.extend(self.fc_acts.iter().map(|a| a.step_value()));
+        v
     }
 
     /// [`QatModel::forward_qat`] with its trace.
@@ -160,14 +226,8 @@ impl QCnn {
         };
         let codes = self.conv.codes(Some(&bound));
         let rows = conv_row_stats(&codes, &cfg.geometry(), in_qmax);
-        let s_w: Vec<f32> = self
-            .conv
-            .w_scale
-            .val()
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32 scales");
-        let s_out = self.act.scale.val().into_scalar::<f32>();
+        let s_w: Vec<f32> = self.conv.scale_values();
+        let s_out = self.act.step_value();
         let aps: Vec<f64> = acc_per_step(s_in, &s_w, s_out)
             .into_iter()
             .flat_map(|a| std::iter::repeat_n(a, oh * ow))
@@ -188,19 +248,39 @@ impl QCnn {
         let z = acc * k + per_neuron(self.conv.bias.val());
         let y = self.act.quantize(z, step.clone());
         let pooled = sum_pool(y.clone().reshape([batch, c, oh, ow]), cfg.pool);
-        let [_, ph, pw] = cfg.pooled_shape();
-        let pooled = pooled.reshape([batch, c * ph * pw]);
+        let p2 = (cfg.pool * cfg.pool) as f32;
+        let mut input = DenseInput {
+            codes: pooled.reshape([batch, cfg.pooled_features()]),
+            qmax: self.act.qmax() * (cfg.pool * cfg.pool) as i32,
+            step: step.div_scalar(p2),
+            step_value: Self::pooled_scale(s_out, cfg.pool),
+            kind: InputKind::Pbs,
+            noise_gain: cfg.pool as f64,
+        };
+        let mut hidden = Vec::new();
+        for (layer, act) in self.fc.iter().zip(&self.fc_acts) {
+            let (trace, step) = dense_hidden_forward(layer, act, input, &cfg.encoding)?;
+            input = DenseInput {
+                codes: trace.out_codes.clone(),
+                qmax: act.qmax(),
+                step,
+                step_value: act.step_value(),
+                kind: InputKind::Pbs,
+                noise_gain: 1.0,
+            };
+            hidden.push(trace);
+        }
         let out_codes = self.output.codes(None);
-        let k_out = (self.output.scale() * step.div_scalar((cfg.pool * cfg.pool) as f32))
-            .unsqueeze_dim::<2>(0);
+        let k_out = (self.output.scale() * input.step).unsqueeze_dim::<2>(0);
         let logits =
-            pooled.matmul(out_codes.clone()) * k_out + self.output.bias.val().unsqueeze_dim(0);
+            input.codes.matmul(out_codes.clone()) * k_out + self.output.bias.val().unsqueeze_dim(0);
         Ok((
             logits,
             CnnTrace {
                 conv_codes: codes,
                 encoding,
                 conv_out: y,
+                hidden,
                 output_codes: out_codes,
             },
         ))
@@ -225,14 +305,22 @@ impl QatModel for QCnn {
     }
 
     fn forward_float(&self, x: Tensor<2>) -> (Tensor<2>, Vec<Tensor<2>>) {
-        let z = self.conv.forward_float(self.image(x));
+        let mut z = self.conv.forward_float(self.image(x));
+        if let Some(bn) = &self.bn {
+            z = bn.forward(z);
+        }
         let [b, c, oh, ow] = z.dims();
-        let h = burn::tensor::activation::relu(z.clone());
         let p = self.config.pool;
-        let pooled = sum_pool(h, p).div_scalar((p * p) as f32);
-        let [_, _, ph, pw] = pooled.dims();
-        let logits = self.output.forward_float(pooled.reshape([b, c * ph * pw]));
-        (logits, vec![z.reshape([b, c * oh * ow])])
+        let pooled =
+            sum_pool(burn::tensor::activation::relu(z.clone()), p).div_scalar((p * p) as f32);
+        let mut h = pooled.reshape([b, self.config.pooled_features()]);
+        let mut pre = vec![z.reshape([b, c * oh * ow])];
+        for layer in &self.fc {
+            let z = layer.forward_float(h);
+            pre.push(z.clone());
+            h = burn::tensor::activation::relu(z);
+        }
+        (self.output.forward_float(h), pre)
     }
 
     fn forward_qat(&self, x_codes: Tensor<2>) -> Result<Tensor<2>, EncodingError> {
@@ -240,10 +328,15 @@ impl QatModel for QCnn {
     }
 
     fn init_quantizers(&mut self, pre: Vec<Tensor<2>>) {
+        self.fold_batch_norm();
         self.conv.init_scales();
+        for layer in &mut self.fc {
+            layer.init_scales();
+        }
         self.output.init_scales();
-        if let Some(z) = pre.into_iter().next() {
-            self.act.calibrate(z);
+        let acts = std::iter::once(&mut self.act).chain(&mut self.fc_acts);
+        for (act, z) in acts.zip(pre) {
+            act.calibrate(z);
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod cnn;
+pub mod dense;
 pub mod device;
 pub mod model;
 pub mod qat;

@@ -1,10 +1,12 @@
 //! The quantized MLP.
 
+pub use crate::dense::HiddenTrace;
+use crate::dense::{dense_hidden_forward, DenseInput};
 use burn::prelude::*;
-use qfhe_quant::encoding::{acc_per_step, choose_layer_encoding, step_shortfall, InputKind};
-use qfhe_quant::layers::{round_to_slots, row_stats, AccumulatorBound, ActQuant, QuantLinear};
+use qfhe_quant::encoding::InputKind;
+use qfhe_quant::layers::{ActQuant, QuantLinear};
 use qfhe_quant::scheme::{input_scale, unsigned_qmax};
-use qfhe_quant::{EncodingConfig, EncodingError, LayerEncoding};
+use qfhe_quant::{EncodingConfig, EncodingError};
 
 /// Architecture and quantization of an MLP.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -67,17 +69,6 @@ pub struct QatTrace {
     pub output_codes: Tensor<2>,
 }
 
-/// What one hidden layer's QAT forward used, for export and tests.
-#[derive(Debug, Clone)]
-pub struct HiddenTrace {
-    /// Integer weight codes `[d_in, d_out]`.
-    pub codes: Tensor<2>,
-    /// The encoding chosen from those codes.
-    pub encoding: LayerEncoding,
-    /// Output activation codes `[batch, d_out]`.
-    pub out_codes: Tensor<2>,
-}
-
 impl QMlp {
     /// A randomly initialised model on `device`.
     pub fn new(config: MlpConfig, device: &Device) -> Self {
@@ -125,11 +116,6 @@ impl QMlp {
         unreachable!("an MLP has at least one layer")
     }
 
-    /// The A2Q bound's allowed output steps.
-    fn max_steps(&self) -> f32 {
-        self.config.encoding.max_range_steps() as f32
-    }
-
     /// Quantized forward on input codes `[batch, inputs]`: logits `[batch, classes]`.
     ///
     /// Every hidden layer computes the integer accumulator, rounds it to the slot grid of the
@@ -153,115 +139,44 @@ impl QMlp {
     ) -> Result<(Tensor<2>, QatTrace), EncodingError> {
         let device = x_codes.device();
         let cfg = &self.config;
-        let batch = x_codes.dims()[0];
-        let mut x = x_codes;
-        let mut s_in = Tensor::<1>::from_floats([input_scale(cfg.in_bits)], &device);
-        let mut s_in_value = input_scale(cfg.in_bits);
-        let mut in_qmax = unsigned_qmax(cfg.in_bits);
+        let mut input = DenseInput {
+            codes: x_codes,
+            qmax: unsigned_qmax(cfg.in_bits),
+            step: Tensor::<1>::from_floats([input_scale(cfg.in_bits)], &device),
+            step_value: input_scale(cfg.in_bits),
+            kind: InputKind::Fresh,
+            noise_gain: 1.0,
+        };
         let mut traces = Vec::new();
-        let last = self.layers.len() - 1;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let s_w = layer.scale();
-            let k = (s_w * s_in.clone()).unsqueeze_dim::<2>(0);
-            let bias = layer.bias.val().unsqueeze_dim::<2>(0);
-            if l == last {
-                let codes = layer.codes(None);
-                let logits = x.matmul(codes.clone()) * k + bias;
-                return Ok((
-                    logits,
-                    QatTrace {
-                        hidden: traces,
-                        output_codes: codes,
-                    },
-                ));
-            }
-            let act = &self.acts[l];
-            let d_out = layer.weight.val().dims()[1];
-            let step = act.step(batch * d_out);
-            let kind = if l == 0 {
-                InputKind::Fresh
-            } else {
-                InputKind::Pbs
+        let (output, hidden) = self.layers.split_last().expect("an MLP has a layer");
+        for (layer, act) in hidden.iter().zip(&self.acts) {
+            let (trace, step) = dense_hidden_forward(layer, act, input, &cfg.encoding)?;
+            input = DenseInput {
+                codes: trace.out_codes.clone(),
+                qmax: act.qmax(),
+                step,
+                step_value: act.step_value(),
+                kind: InputKind::Pbs,
+                noise_gain: 1.0,
             };
-            let s_out_value = act.scale.val().into_scalar::<f32>();
-            let (codes, encoding) =
-                self.hidden_codes(l, in_qmax, s_in_value, step.clone(), s_out_value, kind)?;
-            let acc = x.matmul(codes.clone());
-            let acc = round_to_slots(acc, &encoding, cfg.encoding.frac_bits);
-            let z = acc * k + bias;
-            x = act.quantize(z, step.clone());
-            traces.push(HiddenTrace {
-                codes,
-                encoding,
-                out_codes: x.clone(),
-            });
-            s_in = step;
-            s_in_value = s_out_value;
-            in_qmax = act.qmax();
+            traces.push(trace);
         }
-        unreachable!("an MLP has at least one layer")
-    }
-
-    /// Hidden layer `l`'s weight codes under the accumulator bound, and the encoding chosen for
-    /// them. For layers fed by PBS outputs, neurons whose table step falls short of the target
-    /// under the chosen encoding get a tighter bound and everything is re-derived (a few rounds,
-    /// since the layer's shared input scale can move).
-    fn hidden_codes(
-        &self,
-        l: usize,
-        in_qmax: i32,
-        s_in: f32,
-        step: Tensor<1>,
-        s_out: f32,
-        kind: InputKind,
-    ) -> Result<(Tensor<2>, LayerEncoding), EncodingError> {
-        let layer = &self.layers[l];
-        let enc_cfg = &self.config.encoding;
-        let device = step.device();
-        let x_max = in_qmax as f32 * s_in;
-        let s_w: Vec<f32> = layer
-            .w_scale
-            .val()
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32 scales");
-        let aps = acc_per_step(s_in, &s_w, s_out);
-        let mut max_steps = vec![self.max_steps(); s_w.len()];
-        let mut bound = AccumulatorBound {
-            x_max,
-            s_out: step,
-            max_steps: Tensor::from_floats([self.max_steps()], &device),
-        };
-        let encode = |codes: &Tensor<2>| {
-            let rows = row_stats(codes, in_qmax);
-            choose_layer_encoding(&rows, &aps, kind, enc_cfg).map(|e| (rows, e))
-        };
-        let mut codes = layer.codes(Some(&bound));
-        let (mut rows, mut encoding) = encode(&codes)?;
-        if kind == InputKind::Pbs {
-            let range_steps = layer.range_steps(x_max, s_out);
-            for _ in 0..4 {
-                let short = step_shortfall(&rows, &encoding, &aps, kind, enc_cfg);
-                if short.iter().all(|&f| f >= 1.0) {
-                    break;
-                }
-                for ((m, &f), &r) in max_steps.iter_mut().zip(&short).zip(&range_steps) {
-                    if f < 1.0 {
-                        *m = m.min(r) * f as f32 * 0.92;
-                    }
-                }
-                bound.max_steps = Tensor::from_floats(max_steps.as_slice(), &device);
-                codes = layer.codes(Some(&bound));
-                (rows, encoding) = encode(&codes)?;
-            }
-        }
-        Ok((codes, encoding))
+        let codes = output.codes(None);
+        let k = (output.scale() * input.step).unsqueeze_dim::<2>(0);
+        let logits = input.codes.matmul(codes.clone()) * k + output.bias.val().unsqueeze_dim(0);
+        Ok((
+            logits,
+            QatTrace {
+                hidden: traces,
+                output_codes: codes,
+            },
+        ))
     }
 
     /// The per-layer input scales `s_in` (input quantizer, then each activation quantizer).
     pub fn input_scales(&self) -> Vec<f32> {
         let mut v = vec![input_scale(self.config.in_bits)];
-        v.extend(self.acts.iter().map(|a| a.scale.val().into_scalar::<f32>()));
+        v.extend(self.acts.iter().map(|a| a.step_value()));
         v
     }
 }
