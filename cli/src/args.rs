@@ -30,7 +30,7 @@ pub enum ModelKind {
     Mlp,
     /// Convolutional network: conv (one PBS per output position) → average pooling (folded into
     /// the next layer, no PBS) → fully connected hidden layer → output layer. Default 1→8
-    /// channels, 5×5, stride 2, pool 2, 64 hidden: 1152 + 64 PBS per MNIST sample.
+    /// channels, 5×5, stride 2, pool 2, 128 hidden: 1152 + 128 PBS per MNIST sample.
     Cnn,
 }
 
@@ -62,7 +62,7 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value = "mlp")]
     pub model: ModelKind,
     /// Hidden (fully connected) layer widths, comma-separated; each hidden neuron costs one
-    /// PBS per sample. Default: 128 for the MLP, 64 after the CNN's pooling; `--hidden 0` for
+    /// PBS per sample. Default: 128 for the MLP, 128 after the CNN's pooling; `--hidden 0` for
     /// none (CNN only).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
@@ -166,7 +166,9 @@ pub struct FheArgs {
     #[arg(long, default_value_t = -40.0, allow_hyphen_values = true)]
     pub p_error_log2: f64,
     /// Decrypt every layer's outputs and compare them with the exact simulator and the noise
-    /// model's prediction (for a few samples; a deployed client never sees hidden layers).
+    /// model's prediction (for a few samples; a deployed client never sees hidden layers). The
+    /// prediction includes the chance of decrypting a PBS output to a neighbouring level when
+    /// its level spacing is small against its noise (shown separately).
     #[arg(long)]
     pub trace: bool,
     /// Seed of the noise-model simulation.

@@ -5,7 +5,7 @@ use crate::report::{layer_table, FheReport, Latency, Report, TraceLayer};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qfhe_datasets::Dataset;
-use qfhe_export::simulate::ExactTrace;
+use qfhe_export::simulate::{hidden_decode_error, ExactTrace};
 use qfhe_export::{Circuit, NoiseModel};
 use qfhe_fhe_runtime::{compile, Client, ClientKey, FheParams, Server};
 use rand::SeedableRng;
@@ -200,6 +200,7 @@ pub fn evaluate(
             &exact,
             &hidden_decrypted,
             fhe.noise_seed,
+            compiled.noise.pbs_sigma_slots,
         )
     });
     if let Some(t) = &trace {
@@ -207,15 +208,17 @@ pub fn evaluate(
             "trace over {} samples: activations differing from the exact circuit",
             hidden_decrypted.len()
         );
-        println!("| layer | activations | measured (FHE) | predicted (noise model) | ratio |\n|---|---|---|---|---|");
+        println!("| layer | activations | measured (FHE) | predicted (noise model) | ratio | of which table flips | decryption of the PBS output |\n|---|---|---|---|---|---|---|");
         for l in t {
             println!(
-                "| {} | {} | {:.2}% | {:.2}% | {:.2} |",
+                "| {} | {} | {:.2}% | {:.2}% | {:.2} | {:.2}% | {:.2}% |",
                 l.layer,
                 l.activations,
                 100.0 * l.measured_flip_rate,
                 100.0 * l.predicted_flip_rate,
-                l.measured_flip_rate / l.predicted_flip_rate.max(1e-12)
+                l.measured_flip_rate / l.predicted_flip_rate.max(1e-12),
+                100.0 * l.table_flip_rate,
+                100.0 * l.decode_error_rate
             );
         }
         println!();
@@ -265,6 +268,7 @@ fn trace_report(
     exact: &[ExactTrace],
     decrypted: &[Vec<Vec<i32>>],
     seed: u64,
+    pbs_sigma_slots: f64,
 ) -> Vec<TraceLayer> {
     let layers = circuit.hidden.len();
     let mut measured = vec![0usize; layers];
@@ -302,11 +306,17 @@ fn trace_report(
         }
     }
     (0..layers)
-        .map(|l| TraceLayer {
-            layer: format!("hidden {}", l + 1),
-            activations: count[l],
-            measured_flip_rate: measured[l] as f64 / count[l].max(1) as f64,
-            predicted_flip_rate: predicted[l] / count[l].max(1) as f64,
+        .map(|l| {
+            let table = predicted[l] / count[l].max(1) as f64;
+            let decode = hidden_decode_error(circuit, l, pbs_sigma_slots);
+            TraceLayer {
+                layer: format!("hidden {}", l + 1),
+                activations: count[l],
+                measured_flip_rate: measured[l] as f64 / count[l].max(1) as f64,
+                predicted_flip_rate: table + (1.0 - table) * decode,
+                table_flip_rate: table,
+                decode_error_rate: decode,
+            }
         })
         .collect()
 }

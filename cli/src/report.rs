@@ -39,7 +39,13 @@ pub struct TraceLayer {
     pub layer: String,
     pub activations: usize,
     pub measured_flip_rate: f64,
+    /// `table + (1 − table) · decode`: what the decrypted activations should show.
     pub predicted_flip_rate: f64,
+    /// Noise model: activations whose table output differs from the exact circuit's.
+    pub table_flip_rate: f64,
+    /// Decrypting one PBS output of this layer to a neighbouring level (its output noise
+    /// against the level spacing; see `export::simulate::hidden_decode_error`).
+    pub decode_error_rate: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -172,15 +178,17 @@ impl Report {
         );
         s += &layer_table(&self.layers, Some(self.fhe.seconds_per_pbs));
         if let Some(trace) = &self.fhe.trace {
-            s += "\n## Trace: activations differing from the exact circuit\n\n| layer | activations | measured | noise model |\n|---|---|---|---|\n";
+            s += "\n## Trace: activations differing from the exact circuit\n\n| layer | activations | measured | noise model (table flips + decryption) | table flips | decryption |\n|---|---|---|---|---|---|\n";
             for t in trace {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} |",
                     t.layer,
                     t.activations,
                     pct(t.measured_flip_rate),
-                    pct(t.predicted_flip_rate)
+                    pct(t.predicted_flip_rate),
+                    pct(t.table_flip_rate),
+                    pct(t.decode_error_rate)
                 );
             }
         }

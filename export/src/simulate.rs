@@ -192,3 +192,16 @@ impl NoiseModel {
         0.5 * libm::erfc((phase - lo) / s) + 0.5 * libm::erfc((hi - phase) / s)
     }
 }
+
+/// Probability that the client decrypts a PBS output of hidden layer `l` to a neighbouring
+/// level: the output's noise (std `pbs_sigma_slots` slots of `2^64 / 2N`) against half the level
+/// spacing Δ ([`Circuit::output_torus_delta`]), `erfc(Δ/2 / (√2·σ))`. Only trace mode decrypts
+/// hidden layers; the evaluation never rounds these values (the next GEMM carries their noise,
+/// which [`NoiseModel`] includes), so this is a property of the measurement, not an error of the
+/// computation.
+pub fn hidden_decode_error(circuit: &Circuit, l: usize, pbs_sigma_slots: f64) -> f64 {
+    let slot = 2f64.powi(64 - (2 * circuit.encoding.poly_size).trailing_zeros() as i32);
+    let sigma = pbs_sigma_slots * slot;
+    let half = circuit.output_torus_delta(l) as f64 / 2.0;
+    libm::erfc(half / (std::f64::consts::SQRT_2 * sigma))
+}
