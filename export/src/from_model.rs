@@ -10,7 +10,7 @@ use crate::circuit::{
 use burn::prelude::*;
 use qfhe_quant::bounds::RowStats;
 use qfhe_quant::encoding::NeuronEncoding;
-use qfhe_quant::layers::QuantLinear;
+use qfhe_quant::layers::{ActQuant, QuantLinear};
 use qfhe_quant::scheme::{input_scale, quantize_activation, unsigned_qmax};
 use qfhe_quant::EncodingError;
 use qfhe_train::{HiddenTrace, QCnn, QMlp};
@@ -137,6 +137,83 @@ fn dense_hidden_layer(
     }
 }
 
+/// The dense layers' weights as the circuit sees them: neuron-major codes, the first dense layer
+/// (hidden or output) rewritten by `first_reads` for what it actually reads (identity for an
+/// MLP; the un-pooled conv outputs for a CNN).
+struct DenseStack<'a> {
+    first_reads: &'a dyn Fn(Vec<i32>, usize) -> (Vec<i32>, usize),
+    enc_cfg: qfhe_quant::EncodingConfig,
+}
+
+impl DenseStack<'_> {
+    /// Hidden layers from their traces; `scales[l]`, `scales[l + 1]` are layer `l`'s input and
+    /// output steps. Returns the layers and the last one's largest output code.
+    fn hidden(
+        &self,
+        traces: &[HiddenTrace],
+        layers: &[QuantLinear],
+        acts: &[ActQuant],
+        scales: &[f32],
+        mut in_qmax: i32,
+    ) -> (Vec<HiddenLayer>, i32) {
+        let mut out = Vec::with_capacity(traces.len());
+        for (l, t) in traces.iter().enumerate() {
+            let (weights, d_in, _) = neuron_major(t.codes.clone());
+            let (weights, d_in) = if l == 0 {
+                (self.first_reads)(weights, d_in)
+            } else {
+                (weights, d_in)
+            };
+            let out_qmax = acts[l].qmax();
+            out.push(dense_hidden_layer(
+                t,
+                &layers[l],
+                DenseWeights {
+                    weights,
+                    d_in,
+                    in_qmax,
+                },
+                (scales[l], scales[l + 1]),
+                out_qmax,
+                &self.enc_cfg,
+            ));
+            in_qmax = out_qmax;
+        }
+        (out, in_qmax)
+    }
+
+    /// The output layer from its codes `[d_in, classes]`; `first` when no hidden layer precedes
+    /// it, `s_in` its input step. Its Δ comes from [`output_delta_log2`].
+    fn output(
+        &self,
+        codes: Tensor<2>,
+        layer: &QuantLinear,
+        first: bool,
+        in_qmax: i32,
+        s_in: f32,
+    ) -> OutputLayer {
+        let (weights, d_in, d_out) = neuron_major(codes);
+        let (weights, d_in) = if first {
+            (self.first_reads)(weights, d_in)
+        } else {
+            (weights, d_in)
+        };
+        let rows: Vec<RowStats> = (0..d_out)
+            .map(|j| RowStats::of_row(&weights[j * d_in..(j + 1) * d_in], in_qmax))
+            .collect();
+        OutputLayer {
+            d_in,
+            d_out,
+            in_qmax,
+            w_bits: layer.w_bits,
+            weights,
+            delta_log2: output_delta_log2(&rows, &self.enc_cfg),
+            scale: layer.scale_values().iter().map(|&s| s * s_in).collect(),
+            bias: floats(layer.bias.val()),
+        }
+    }
+}
+
 /// Fold `p × p` sum pooling into a dense layer: neuron-major weights over the pooled features
 /// `[d_out][c·ph·pw]` become weights over the conv outputs `[d_out][c·oh·ow]`, conv output
 /// `(c, y, x)` taking the weight of `(c, y/p, x/p)` (0 for positions the pooling drops).
@@ -195,43 +272,24 @@ pub fn export_mlp(model: &QMlp, dataset: &str) -> Result<Circuit, ExportError> {
     let (_, trace) = model.forward_qat_traced(probe)?;
     let scales = model.input_scales();
     let enc_cfg = cfg.encoding;
-    let mut hidden = Vec::new();
-    let mut in_qmax = unsigned_qmax(cfg.in_bits);
-    for (l, t) in trace.hidden.iter().enumerate() {
-        let (weights, d_in, _) = neuron_major(t.codes.clone());
-        let out_qmax = model.acts[l].qmax();
-        hidden.push(dense_hidden_layer(
-            t,
-            &model.layers[l],
-            DenseWeights {
-                weights,
-                d_in,
-                in_qmax,
-            },
-            (scales[l], scales[l + 1]),
-            out_qmax,
-            &enc_cfg,
-        ));
-        in_qmax = out_qmax;
-    }
-    let last = model.layers.last().expect("at least one layer");
-    let (weights, d_in, d_out) = neuron_major(trace.output_codes.clone());
-    let s_in = *scales.last().expect("scales");
-    let scale = last.scale_values().iter().map(|&s| s * s_in).collect();
-    let rows: Vec<RowStats> = (0..d_out)
-        .map(|j| RowStats::of_row(&weights[j * d_in..(j + 1) * d_in], in_qmax))
-        .collect();
-    let delta_log2 = output_delta_log2(&rows, &enc_cfg);
-    let output = OutputLayer {
-        d_in,
-        d_out,
-        in_qmax,
-        w_bits: last.w_bits,
-        weights,
-        delta_log2,
-        scale,
-        bias: floats(last.bias.val()),
+    let stack = DenseStack {
+        first_reads: &|w, d| (w, d),
+        enc_cfg,
     };
+    let (hidden, in_qmax) = stack.hidden(
+        &trace.hidden,
+        &model.layers,
+        &model.acts,
+        &scales,
+        unsigned_qmax(cfg.in_bits),
+    );
+    let output = stack.output(
+        trace.output_codes.clone(),
+        model.layers.last().expect("at least one layer"),
+        hidden.is_empty(),
+        in_qmax,
+        *scales.last().expect("scales"),
+    );
     let meta = Meta {
         dataset: dataset.into(),
         arch: cfg.arch(),
@@ -313,53 +371,21 @@ pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
     // Dense layers: the first reads the un-pooled conv outputs, pooling folded into its weights.
     let (conv_shape, pooled_shape, p) = (cfg.conv_shape(), cfg.pooled_shape(), cfg.pool);
     let scales = model.dense_input_scales();
-    let mut layers = vec![conv];
-    let mut in_qmax = qmax;
-    for (l, t) in trace.hidden.iter().enumerate() {
-        let (mut weights, mut d_in, _) = neuron_major(t.codes.clone());
-        if l == 0 {
-            weights = fold_pool(&weights, conv_shape, pooled_shape, p);
-            d_in = c_out * oh * ow;
-        }
-        let out_qmax = model.fc_acts[l].qmax();
-        layers.push(dense_hidden_layer(
-            t,
-            &model.fc[l],
-            DenseWeights {
-                weights,
-                d_in,
-                in_qmax,
-            },
-            (scales[l], scales[l + 1]),
-            out_qmax,
-            &enc_cfg,
-        ));
-        in_qmax = out_qmax;
-    }
-    let (mut weights, mut d_in, classes) = neuron_major(trace.output_codes.clone());
-    if trace.hidden.is_empty() {
-        weights = fold_pool(&weights, conv_shape, pooled_shape, p);
-        d_in = c_out * oh * ow;
-    }
-    let rows: Vec<RowStats> = (0..classes)
-        .map(|j| RowStats::of_row(&weights[j * d_in..(j + 1) * d_in], in_qmax))
-        .collect();
-    let s_last = *scales.last().expect("scales");
-    let output = OutputLayer {
-        d_in,
-        d_out: classes,
-        in_qmax,
-        w_bits: model.output.w_bits,
-        weights,
-        delta_log2: output_delta_log2(&rows, &enc_cfg),
-        scale: model
-            .output
-            .scale_values()
-            .iter()
-            .map(|&s| s * s_last)
-            .collect(),
-        bias: floats(model.output.bias.val()),
+    let unpool = |w: Vec<i32>, _| (fold_pool(&w, conv_shape, pooled_shape, p), c_out * oh * ow);
+    let stack = DenseStack {
+        first_reads: &unpool,
+        enc_cfg,
     };
+    let (dense, in_qmax) = stack.hidden(&trace.hidden, &model.fc, &model.fc_acts, &scales, qmax);
+    let output = stack.output(
+        trace.output_codes.clone(),
+        &model.output,
+        dense.is_empty(),
+        in_qmax,
+        *scales.last().expect("scales"),
+    );
+    let mut layers = vec![conv];
+    layers.extend(dense);
     let meta = Meta {
         dataset: dataset.into(),
         arch: cfg.arch(),

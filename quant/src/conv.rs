@@ -172,26 +172,11 @@ impl QuantConv2d {
     /// quantizing, so the quantized weights are the folded ones the circuit uses.
     pub fn fold_batch_norm(&mut self, bn: &BatchNorm) {
         let [c_out, ..] = self.weight.val().dims();
-        let device = self.weight.val().device();
-        // Computed on the host from synchronised values: on asynchronous backends (wgpu) the
-        // running statistics are only reliable once read back.
-        let host = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().expect("f32 tensor");
-        let var = host(bn.running_var.value_sync());
-        let mean = host(bn.running_mean.value_sync());
-        let gamma = host(bn.gamma.val());
-        let beta = host(bn.beta.val());
-        let bias = host(self.bias.val());
-        let g: Vec<f32> = gamma
-            .iter()
-            .zip(&var)
-            .map(|(&gm, &v)| gm / (v + bn.epsilon as f32).sqrt())
-            .collect();
-        let b: Vec<f32> = (0..c_out)
-            .map(|c| g[c] * (bias[c] - mean[c]) + beta[c])
-            .collect();
-        let g = Tensor::<1>::from_floats(g.as_slice(), &device).reshape([c_out, 1, 1, 1]);
-        let w = self.weight.val().detach() * g;
-        let b = Tensor::<1>::from_floats(b.as_slice(), &device);
+        let var = bn.running_var.value_sync().detach();
+        let mean = bn.running_mean.value_sync().detach();
+        let g = bn.gamma.val().detach() / var.add_scalar(bn.epsilon).sqrt();
+        let w = self.weight.val().detach() * g.clone().reshape([c_out, 1, 1, 1]);
+        let b = (self.bias.val().detach() - mean) * g + bn.beta.val().detach();
         self.weight = Param::from_tensor(w.detach());
         self.bias = Param::from_tensor(b.detach());
     }
