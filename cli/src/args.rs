@@ -34,6 +34,24 @@ pub enum ModelKind {
     Cnn,
 }
 
+/// CNN pooling, as `--pooling` takes it.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolingArg {
+    /// Average pooling: folded into the next layer's weights, no PBS.
+    Average,
+    /// 2×2 max pooling: `max(a, b) = a + relu(b − a)` twice, 6 PBS per window.
+    Max,
+}
+
+impl From<PoolingArg> for qfhe_train::Pooling {
+    fn from(p: PoolingArg) -> Self {
+        match p {
+            PoolingArg::Average => Self::Average,
+            PoolingArg::Max => Self::Max,
+        }
+    }
+}
+
 impl ModelKind {
     /// Lower-case name for reports.
     pub fn name(self) -> &'static str {
@@ -81,6 +99,10 @@ pub struct ModelArgs {
     /// CNN: average-pooling window (and stride); 1 for none.
     #[arg(long, default_value_t = 2)]
     pub pool: usize,
+    /// CNN: pooling after the convolution's activations. Max pooling costs 6 PBS per 2×2 window
+    /// (shown in the per-layer table), average pooling none.
+    #[arg(long, value_enum, default_value = "average")]
+    pub pooling: PoolingArg,
     /// CNN: train the fp32 phase without batch norm after the convolution (by default it is
     /// used, then folded into the convolution before QAT).
     #[arg(long)]
@@ -104,12 +126,17 @@ pub struct ModelArgs {
     /// Epochs of QAT fine-tuning.
     #[arg(long, default_value_t = 12)]
     pub qat_epochs: usize,
-    /// Adam learning rate of the fp32 phase.
+    /// Initial Adam learning rate of the fp32 phase (cosine decay to 5% of it).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Initial Adam learning rate of QAT (cosine decay to 5% of it).
     #[arg(long, default_value_t = 1e-3)]
     pub qat_lr: f64,
+    /// QAT on the exact circuit only. By default QAT trains through the FHE noise model (each
+    /// PBS input gets its modelled Gaussian noise), so the model learns to tolerate the
+    /// off-by-one table reads FHE makes; evaluation always uses the exact circuit.
+    #[arg(long)]
+    pub no_qat_noise: bool,
     /// Mini-batch size.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,

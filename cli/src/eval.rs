@@ -310,7 +310,7 @@ fn trace_report(
             let table = predicted[l] / count[l].max(1) as f64;
             let decode = hidden_decode_error(circuit, l, pbs_sigma_slots);
             TraceLayer {
-                layer: format!("hidden {}", l + 1),
+                layer: circuit.hidden[l].name(l),
                 activations: count[l],
                 measured_flip_rate: measured[l] as f64 / count[l].max(1) as f64,
                 predicted_flip_rate: table + (1.0 - table) * decode,

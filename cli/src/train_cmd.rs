@@ -102,6 +102,7 @@ pub fn train_model_cmd(
         batch_size: args.batch_size,
         lr: args.lr,
         qat_lr: args.qat_lr,
+        qat_noise: !args.no_qat_noise,
         seed: args.seed,
         ..TrainConfig::default()
     };
@@ -160,6 +161,7 @@ pub fn train_model_cmd(
                 stride: args.stride,
                 padding: args.padding,
                 pool: args.pool,
+                pooling: args.pooling.into(),
                 hidden,
                 batch_norm: !args.no_batch_norm && !wgpu,
                 classes: data.num_classes,
@@ -169,6 +171,7 @@ pub fn train_model_cmd(
                 in_bits,
                 encoding,
             };
+            config.validate().map_err(anyhow::Error::msg)?;
             let [_, ph, pw] = config.pooled_shape();
             if ph == 0 || pw == 0 {
                 bail!(

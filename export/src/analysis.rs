@@ -122,7 +122,7 @@ pub fn analyze(circuit: &Circuit, spec: &NoiseSpec, samples: &[Vec<i32>]) -> Vec
         }
         steps.sort_by(f64::total_cmp);
         reports.push(LayerReport {
-            name: format!("hidden {}", l + 1),
+            name: layer.name(l),
             d_in: layer.d_in,
             d_out: layer.d_out,
             acc_min: acc_lo,

@@ -85,6 +85,10 @@ pub struct HiddenLayer {
     pub delta_in: i64,
     /// Per-neuron encoding and table.
     pub neurons: Vec<Neuron>,
+    /// What the layer computes, for reports (`"conv"`, `"max-pool 1/2"`, …); optional, and
+    /// ignored by evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// One hidden neuron: where its accumulator sits on the torus and its activation table.
@@ -169,6 +173,15 @@ impl OutputLayer {
 }
 
 impl HiddenLayer {
+    /// The name reports use for layer `l` (0-based): `hidden 3`, or `hidden 3 (max-pool 1/2)`
+    /// when labelled.
+    pub fn name(&self, l: usize) -> String {
+        match &self.label {
+            Some(label) => format!("hidden {} ({label})", l + 1),
+            None => format!("hidden {}", l + 1),
+        }
+    }
+
     /// Weights per neuron: `d_in` when dense.
     pub fn fan_in(&self) -> usize {
         self.weights.len() / self.d_out.max(1)

@@ -9,11 +9,11 @@ use crate::circuit::{
 };
 use burn::prelude::*;
 use qfhe_quant::bounds::RowStats;
-use qfhe_quant::encoding::NeuronEncoding;
+use qfhe_quant::encoding::{choose_layer_encoding, InputKind, NeuronEncoding};
 use qfhe_quant::layers::{ActQuant, QuantLinear};
 use qfhe_quant::scheme::{input_scale, quantize_activation, unsigned_qmax};
 use qfhe_quant::EncodingError;
-use qfhe_train::{HiddenTrace, QCnn, QMlp};
+use qfhe_train::{HiddenTrace, Pooling, QCnn, QMlp};
 
 /// Why a model could not be exported.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +134,7 @@ fn dense_hidden_layer(
         inputs: None,
         delta_in: t.encoding.delta_in,
         neurons,
+        label: None,
     }
 }
 
@@ -234,6 +235,92 @@ fn fold_pool(pooled_w: &[i32], conv: [usize; 3], pooled: [usize; 3], p: usize) -
         }
     }
     weights
+}
+
+/// One exact integer layer of the max-pooling lowering: neuron `j` reads `inputs[j·fan_in..]`
+/// (values in `[0, qmax]`) with `weights[j·fan_in..]` and outputs `clamp(acc, 0, qmax)` through
+/// a table whose steps sit halfway between integers.
+fn integer_relu_layer(
+    d_in: usize,
+    fan_in: usize,
+    weights: Vec<i32>,
+    inputs: Vec<u32>,
+    qmax: i32,
+    label: &str,
+    enc_cfg: &qfhe_quant::EncodingConfig,
+) -> Result<HiddenLayer, ExportError> {
+    let d_out = weights.len() / fan_in;
+    let rows: Vec<RowStats> = weights
+        .chunks(fan_in)
+        .map(|w| RowStats::of_row(w, qmax))
+        .collect();
+    let enc = choose_layer_encoding(&rows, &vec![1.0; d_out], InputKind::Pbs, enc_cfg)?;
+    let neurons = enc
+        .neurons
+        .iter()
+        .map(|&e| Neuron {
+            mult: e.mult,
+            offset: e.offset,
+            thresholds: neuron_thresholds(
+                e,
+                enc_cfg.frac_bits,
+                enc_cfg.poly_size,
+                1.0,
+                0.0,
+                1.0,
+                qmax,
+            ),
+        })
+        .collect();
+    Ok(HiddenLayer {
+        d_in,
+        d_out,
+        in_qmax: qmax,
+        out_qmax: qmax,
+        w_bits: 2,
+        weights,
+        inputs: Some(inputs),
+        delta_in: enc.delta_in,
+        neurons,
+        label: Some(label.into()),
+    })
+}
+
+/// 2×2 max pooling of conv activations `[c, oh, ow]` (codes in `[0, qmax]`) as two PBS layers,
+/// `max(a, b) = a + relu(b − a)` applied twice (Concrete ML lowers max pooling the same way):
+/// per window `(a, b; c, d)`, layer 1 outputs `a, relu(b − a), c, relu(d − c)` and layer 2
+/// outputs `m₁ = a + relu(b − a)` and `relu(m₂ − m₁)`; the next layer reads both with the
+/// window's weight, so it sums them to the maximum. 6 PBS per window, windows in `(c, y, x)`
+/// order, layer 2's outputs `2·window + {0, 1}`.
+fn max_pool_layers(
+    conv: [usize; 3],
+    qmax: i32,
+    enc_cfg: &qfhe_quant::EncodingConfig,
+) -> Result<[HiddenLayer; 2], ExportError> {
+    let [c_out, oh, ow] = conv;
+    let (ph, pw) = (oh / 2, ow / 2);
+    let (mut w1, mut in1, mut w2, mut in2) = (vec![], vec![], vec![], vec![]);
+    let mut window = 0u32;
+    for c in 0..c_out {
+        for y in 0..ph {
+            for x in 0..pw {
+                let a = (c * oh * ow + 2 * y * ow + 2 * x) as u32;
+                let below = a + ow as u32;
+                for top_left in [a, below] {
+                    // `top_left`, then `relu(right − top_left)`.
+                    w1.extend([1, 0, -1, 1]);
+                    in1.extend([top_left, top_left + 1, top_left, top_left + 1]);
+                }
+                let u = 4 * window;
+                w2.extend([1, 1, 0, 0, -1, -1, 1, 1]);
+                in2.extend((0..2).flat_map(|_| u..u + 4));
+                window += 1;
+            }
+        }
+    }
+    let first = integer_relu_layer(c_out * oh * ow, 2, w1, in1, qmax, "max-pool 1/2", enc_cfg)?;
+    let second = integer_relu_layer(first.d_out, 4, w2, in2, qmax, "max-pool 2/2", enc_cfg)?;
+    Ok([first, second])
 }
 
 /// A validated circuit of the current format version from its parts.
@@ -367,13 +454,25 @@ pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
         inputs: Some(inputs),
         delta_in: trace.encoding.delta_in,
         neurons,
+        label: Some("conv".into()),
     };
-    // Dense layers: the first reads the un-pooled conv outputs, pooling folded into its weights.
+    // Dense layers: after average pooling the first reads the un-pooled conv outputs, pooling
+    // folded into its weights; after max pooling it reads the pooling layers' two outputs per
+    // window, each with the window's weight.
     let (conv_shape, pooled_shape, p) = (cfg.conv_shape(), cfg.pooled_shape(), cfg.pool);
     let scales = model.dense_input_scales();
     let unpool = |w: Vec<i32>, _| (fold_pool(&w, conv_shape, pooled_shape, p), c_out * oh * ow);
+    let both_terms = |w: Vec<i32>, d: usize| (w.iter().flat_map(|&v| [v, v]).collect(), 2 * d);
+    let (pool_layers, first_reads): (Vec<HiddenLayer>, &dyn Fn(Vec<i32>, usize) -> _) =
+        match cfg.pooling {
+            Pooling::Average => (vec![], &unpool),
+            Pooling::Max => (
+                max_pool_layers(conv_shape, qmax, &enc_cfg)?.into(),
+                &both_terms,
+            ),
+        };
     let stack = DenseStack {
-        first_reads: &unpool,
+        first_reads,
         enc_cfg,
     };
     let (dense, in_qmax) = stack.hidden(&trace.hidden, &model.fc, &model.fc_acts, &scales, qmax);
@@ -385,6 +484,7 @@ pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
         *scales.last().expect("scales"),
     );
     let mut layers = vec![conv];
+    layers.extend(pool_layers);
     layers.extend(dense);
     let meta = Meta {
         dataset: dataset.into(),

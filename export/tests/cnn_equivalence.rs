@@ -5,23 +5,31 @@ use burn::prelude::*;
 use qfhe_export::export_cnn;
 use qfhe_quant::EncodingConfig;
 use qfhe_train::batch::{argmax_rows, code_inputs};
-use qfhe_train::{train_model, CnnConfig, QCnn, TrainConfig};
+use qfhe_train::{train_model, CnnConfig, Pooling, QCnn, TrainConfig};
 
 #[test]
 fn cnn_forward_and_circuit_simulator_agree() {
     // Pooling folded into the output layer.
-    check_cnn(vec![], false);
+    check_cnn(vec![], false, Pooling::Average);
 }
 
 #[test]
 fn cnn_with_batch_norm_and_hidden_layer_agrees_with_simulator() {
     // Batch norm folded into the convolution, pooling folded into the hidden layer.
-    check_cnn(vec![8], true);
+    check_cnn(vec![8], true, Pooling::Average);
 }
 
-fn check_cnn(hidden: Vec<usize>, batch_norm: bool) {
+#[test]
+fn cnn_with_max_pooling_agrees_with_simulator() {
+    // Max pooling as two PBS layers (6 PBS per 2×2 window), then a hidden layer.
+    check_cnn(vec![8], false, Pooling::Max);
+}
+
+fn check_cnn(hidden: Vec<usize>, batch_norm: bool, pooling: Pooling) {
     let data = common::dataset();
-    let extra_pbs: usize = hidden.iter().sum();
+    let windows = 4 * 4 * 4;
+    let extra_pbs = hidden.iter().sum::<usize>() + pooling.pbs_per_window() * windows;
+    let pool_layers = if pooling == Pooling::Max { 2 } else { 0 };
     let cfg = CnnConfig {
         input: [1, 8, 8],
         channels: 4,
@@ -29,6 +37,7 @@ fn check_cnn(hidden: Vec<usize>, batch_norm: bool) {
         stride: 1,
         padding: 1,
         pool: 2,
+        pooling,
         hidden,
         batch_norm,
         classes: 4,
@@ -82,11 +91,24 @@ fn check_cnn(hidden: Vec<usize>, batch_norm: bool) {
             .zip(&sim.hidden[0])
             .filter(|(b, q)| **b as i32 != **q)
             .count();
+        if pooling == Pooling::Max {
+            // The second pooling layer's two outputs per window sum to the window's maximum.
+            let pooled = &sim.hidden[2];
+            for c in 0..4 {
+                for (y, x) in (0..4).flat_map(|y| (0..4).map(move |x| (y, x))) {
+                    let at =
+                        |dy: usize, dx: usize| burn_row[c * 64 + (2 * y + dy) * 8 + 2 * x + dx];
+                    let max = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1)) as i32;
+                    let w = c * 16 + y * 4 + x;
+                    assert_eq!(pooled[2 * w] + pooled[2 * w + 1], max, "window {w}");
+                }
+            }
+        }
         for (l, codes) in fc.iter().enumerate() {
             let d = codes.len() / idx.len();
             mismatches += codes[s * d..(s + 1) * d]
                 .iter()
-                .zip(&sim.hidden[1 + l])
+                .zip(&sim.hidden[1 + pool_layers + l])
                 .filter(|(b, q)| **b as i32 != **q)
                 .count();
         }

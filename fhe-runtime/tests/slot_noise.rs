@@ -28,6 +28,7 @@ fn staircase(mult: i64, base: i64) -> Circuit {
                 offset: (base + 20) << 10,
                 thresholds,
             }],
+            label: None,
         }],
         output: OutputLayer {
             d_in: 1,

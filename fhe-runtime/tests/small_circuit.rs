@@ -55,6 +55,7 @@ fn sparse_wide_layer(
         inputs,
         delta_in,
         neurons,
+        label: None,
     }
 }
 

@@ -8,12 +8,12 @@
 use crate::bounds::RowStats;
 use crate::layers::AccumulatorBound;
 use crate::scheme::signed_qmax;
-use crate::ste::{grad_scale, round_ste};
+use crate::ste::{relative_step, round_ste};
 use burn::module::Param;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::Distribution;
 
 /// Geometry of a square-kernel convolution on a `[c_in, h, w]` input.
@@ -86,8 +86,11 @@ pub struct QuantConv2d {
     pub weight: Param<Tensor<4>>,
     /// Float bias `[c_out]` (applied by the LUT).
     pub bias: Param<Tensor<1>>,
-    /// Per-output-channel weight step `[c_out]`.
+    /// Learned multiplier of each output channel's weight step `[c_out]` (1 after
+    /// calibration; see [`relative_step`]).
     pub w_scale: Param<Tensor<1>>,
+    /// Calibrated reference weight step `[c_out]`, not trained (used detached).
+    pub w_scale_ref: Param<Tensor<1>>,
     /// Weight bit width.
     pub w_bits: u32,
     /// Stride.
@@ -116,6 +119,7 @@ impl QuantConv2d {
             )),
             bias: Param::from_tensor(Tensor::zeros([c_out], device)),
             w_scale: Param::from_tensor(Tensor::ones([c_out], device)),
+            w_scale_ref: Param::from_tensor(Tensor::ones([c_out], device)),
             w_bits,
             stride,
             padding,
@@ -150,7 +154,8 @@ impl QuantConv2d {
         conv2d(x_codes, codes, None, self.options())
     }
 
-    /// LSQ initial steps: `2·mean|w_c| / sqrt(qmax)` per output channel.
+    /// LSQ initial steps: `2·mean|w_c| / sqrt(qmax)` per output channel, as the reference with
+    /// multiplier 1.
     pub fn init_scales(&mut self) {
         let [c_out, ..] = self.weight.val().dims();
         let qmax = signed_qmax(self.w_bits) as f64;
@@ -161,8 +166,10 @@ impl QuantConv2d {
             .reshape([c_out as i32, -1])
             .mean_dim(1)
             .squeeze_dim::<1>(1);
-        self.w_scale =
+        let device = mean.device();
+        self.w_scale_ref =
             Param::from_tensor(mean.mul_scalar(2.0 / qmax.sqrt()).clamp_min(1e-6).detach());
+        self.w_scale = Param::from_tensor(Tensor::ones([c_out], &device));
     }
 
     /// Fold an inference-mode batch norm that follows this convolution into its weights and
@@ -181,22 +188,22 @@ impl QuantConv2d {
         self.bias = Param::from_tensor(b.detach());
     }
 
-    /// The per-channel step with LSQ gradient scaling `[c_out]`: `|w_scale|` (see
-    /// [`crate::layers::QuantLinear::scale`]).
+    /// The per-channel step `[c_out]`, `w_scale_ref · |w_scale|` with LSQ gradient scaling
+    /// ([`relative_step`]).
     pub fn scale(&self) -> Tensor<1> {
         let [_, c_in, k, _] = self.weight.val().dims();
-        grad_scale(
+        relative_step(
+            self.w_scale_ref.val(),
             self.w_scale.val(),
             1.0 / ((c_in * k * k) as f32 * signed_qmax(self.w_bits) as f32).sqrt(),
         )
-        .abs()
     }
 
-    /// The values of [`QuantConv2d::scale`] (`c_out` steps, all ≥ 0).
+    /// The values of [`QuantConv2d::scale`] (`c_out` steps, all ≥ 0), computed by the same
+    /// device ops so export reads the forward's exact `f32`s.
     pub fn scale_values(&self) -> Vec<f32> {
-        self.w_scale
-            .val()
-            .abs()
+        self.scale()
+            .detach()
             .into_data()
             .try_into_vec::<f32>()
             .expect("f32 scales")
@@ -262,4 +269,11 @@ pub fn sum_pool(x: Tensor<4>, k: usize) -> Tensor<4> {
     let [_, c, ..] = x.dims();
     let ones = Tensor::<4>::ones([c, 1, k, k], &x.device());
     conv2d(x, ones, None, ConvOptions::new([k, k], [0, 0], [1, 1], c))
+}
+
+/// Max pooling, `k × k` windows with stride `k`, `[batch, c, h, w]` (exact on integer codes;
+/// gradient to each window's maximum). In the circuit a 2×2 window costs 6 PBS
+/// (`max(a, b) = a + relu(b − a)`, two levels), which is why average pooling is the default.
+pub fn max_pool(x: Tensor<4>, k: usize) -> Tensor<4> {
+    burn::tensor::module::max_pool2d(x, MaxPoolOptions::new([k, k]))
 }

@@ -188,6 +188,23 @@ pub struct LayerEncoding {
     pub neurons: Vec<NeuronEncoding>,
 }
 
+impl LayerEncoding {
+    /// Std at each neuron's PBS input, slots (`d_out` values): [`EncodingConfig::sigma_slots`]
+    /// with the neuron's row multiplier `mult_j / delta_in`. `rows` are the neurons' weight
+    /// statistics (with any noise gain already applied to `l2`).
+    pub fn sigma_slots(
+        &self,
+        rows: &[RowStats],
+        input: InputKind,
+        cfg: &EncodingConfig,
+    ) -> Vec<f64> {
+        rows.iter()
+            .zip(&self.neurons)
+            .map(|(r, n)| cfg.sigma_slots(r, n.mult / self.delta_in, input))
+            .collect()
+    }
+}
+
 /// Why no encoding exists for a layer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EncodingError {

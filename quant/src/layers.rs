@@ -5,7 +5,7 @@
 use crate::bounds::RowStats;
 use crate::encoding::LayerEncoding;
 use crate::scheme::{signed_qmax, unsigned_qmax};
-use crate::ste::{grad_scale, round_ste, straight_through};
+use crate::ste::{relative_step, round_ste, straight_through};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -17,8 +17,11 @@ pub struct QuantLinear {
     pub weight: Param<Tensor<2>>,
     /// Float bias `[d_out]` (kept float: the LUT applies it, so it costs no precision).
     pub bias: Param<Tensor<1>>,
-    /// Per-output-channel weight step `[d_out]`.
+    /// Learned multiplier of each output channel's weight step `[d_out]` (1 after
+    /// calibration; see [`relative_step`]).
     pub w_scale: Param<Tensor<1>>,
+    /// Calibrated reference weight step `[d_out]`, not trained (used detached).
+    pub w_scale_ref: Param<Tensor<1>>,
     /// Weight bit width.
     pub w_bits: u32,
 }
@@ -49,6 +52,7 @@ impl QuantLinear {
             )),
             bias: Param::from_tensor(Tensor::zeros([d_out], device)),
             w_scale: Param::from_tensor(Tensor::ones([d_out], device)),
+            w_scale_ref: Param::from_tensor(Tensor::ones([d_out], device)),
             w_bits,
         }
     }
@@ -58,7 +62,8 @@ impl QuantLinear {
         x.matmul(self.weight.val()) + self.bias.val().unsqueeze_dim(0)
     }
 
-    /// LSQ initial steps from the current float weights: `2·mean|w_j| / sqrt(qmax)` per channel.
+    /// LSQ initial steps from the current float weights: `2·mean|w_j| / sqrt(qmax)` per channel,
+    /// as the reference with multiplier 1.
     pub fn init_scales(&mut self) {
         let qmax = signed_qmax(self.w_bits) as f64;
         let s = self
@@ -68,7 +73,10 @@ impl QuantLinear {
             .mean_dim(0)
             .squeeze_dim::<1>(0)
             .mul_scalar(2.0 / qmax.sqrt());
-        self.w_scale = Param::from_tensor(s.clamp_min(1e-6).detach());
+        let device = s.device();
+        let [d_out] = s.dims();
+        self.w_scale_ref = Param::from_tensor(s.clamp_min(1e-6).detach());
+        self.w_scale = Param::from_tensor(Tensor::ones([d_out], &device));
     }
 
     /// The effective float weights: the bound applied if given.
@@ -98,20 +106,19 @@ impl QuantLinear {
         l1.into_data().try_into_vec::<f32>().expect("f32 tensor")
     }
 
-    /// The per-channel step with LSQ gradient scaling, `[d_out]`: `|w_scale|`, so an optimizer
-    /// step that crosses zero cannot make a step negative (which would turn a neuron's table
-    /// upside down).
+    /// The per-channel step `[d_out]`, `w_scale_ref · |w_scale|` with LSQ gradient scaling
+    /// ([`relative_step`]).
     pub fn scale(&self) -> Tensor<1> {
         let [d_in, _] = self.weight.val().dims();
         let g = 1.0 / ((d_in as f32) * signed_qmax(self.w_bits) as f32).sqrt();
-        grad_scale(self.w_scale.val(), g).abs()
+        relative_step(self.w_scale_ref.val(), self.w_scale.val(), g)
     }
 
-    /// The values of [`QuantLinear::scale`] (`d_out` steps, all ≥ 0).
+    /// The values of [`QuantLinear::scale`] (`d_out` steps, all ≥ 0), computed by the same
+    /// device ops so export reads the forward's exact `f32`s.
     pub fn scale_values(&self) -> Vec<f32> {
-        self.w_scale
-            .val()
-            .abs()
+        self.scale()
+            .detach()
             .into_data()
             .try_into_vec::<f32>()
             .expect("f32 scales")
@@ -129,8 +136,10 @@ impl QuantLinear {
 /// An unsigned activation quantizer after ReLU with a learned (LSQ) step.
 #[derive(Module, Debug)]
 pub struct ActQuant {
-    /// The step `[1]`.
+    /// Learned multiplier of the step `[1]` (1 after calibration; see [`relative_step`]).
     pub scale: Param<Tensor<1>>,
+    /// Calibrated reference step `[1]`, not trained (used detached).
+    pub scale_ref: Param<Tensor<1>>,
     /// Activation bit width.
     pub bits: u32,
 }
@@ -140,6 +149,7 @@ impl ActQuant {
     pub fn new(bits: u32, device: &Device) -> Self {
         Self {
             scale: Param::from_tensor(Tensor::ones([1], device)),
+            scale_ref: Param::from_tensor(Tensor::ones([1], device)),
             bits,
         }
     }
@@ -149,28 +159,31 @@ impl ActQuant {
         unsigned_qmax(self.bits)
     }
 
-    /// LSQ initial step from a batch of float pre-activations: `2·mean(relu(z)) / sqrt(qmax)`.
+    /// LSQ initial step from a batch of float pre-activations: `2·mean(relu(z)) / sqrt(qmax)`,
+    /// as the reference with multiplier 1.
     pub fn calibrate(&mut self, z: Tensor<2>) {
         let m = burn::tensor::activation::relu(z)
             .mean()
             .into_scalar::<f32>();
         let s = (2.0 * m / (self.qmax() as f32).sqrt()).max(1e-4);
-        self.scale = Param::from_tensor(Tensor::from_floats([s], &self.scale.val().device()));
+        let device = self.scale.val().device();
+        self.scale_ref = Param::from_tensor(Tensor::from_floats([s], &device));
+        self.scale = Param::from_tensor(Tensor::ones([1], &device));
     }
 
-    /// The step with LSQ gradient scaling for `n` values per batch: `|scale|` (see
-    /// [`QuantLinear::scale`]).
+    /// The step `scale_ref · |scale|` with LSQ gradient scaling for `n` values per batch
+    /// ([`relative_step`]).
     pub fn step(&self, n: usize) -> Tensor<1> {
-        grad_scale(
+        relative_step(
+            self.scale_ref.val(),
             self.scale.val(),
             1.0 / ((n as f32) * self.qmax() as f32).sqrt(),
         )
-        .abs()
     }
 
-    /// The value of [`ActQuant::step`].
+    /// The value of [`ActQuant::step`] (same device ops, same `f32`).
     pub fn step_value(&self) -> f32 {
-        self.scale.val().into_scalar::<f32>().abs()
+        self.step(1).detach().into_scalar::<f32>()
     }
 
     /// Codes `clamp(round(z / s), 0, qmax)` `[batch, d]`, straight-through (LSQ gradients).
@@ -204,6 +217,29 @@ pub fn row_stats(codes: &Tensor<2>, in_qmax: i32) -> Vec<RowStats> {
 /// [`crate::encoding`]), straight-through. Exact: every intermediate is an integer below 2^24
 /// until the final division, which is the same IEEE `f32` division the simulator performs.
 pub fn round_to_slots(acc: Tensor<2>, enc: &LayerEncoding, frac_bits: u32) -> Tensor<2> {
+    slot_centres(acc, enc, frac_bits, None)
+}
+
+/// [`round_to_slots`] with the FHE noise the circuit will see: before the slot is read, each
+/// neuron's phase gets half a phase unit (as on the torus) plus Gaussian noise of std
+/// `sigma_slots[j]` slots (`d_out` values, from [`LayerEncoding::sigma_slots`]). Noise-aware
+/// QAT trains through this so the model learns to tolerate off-by-one table reads; it does not
+/// model the (< 2^-40) wrap into the padding half.
+pub fn round_to_noisy_slots(
+    acc: Tensor<2>,
+    enc: &LayerEncoding,
+    frac_bits: u32,
+    sigma_slots: &[f64],
+) -> Tensor<2> {
+    slot_centres(acc, enc, frac_bits, Some(sigma_slots))
+}
+
+fn slot_centres(
+    acc: Tensor<2>,
+    enc: &LayerEncoding,
+    frac_bits: u32,
+    sigma_slots: Option<&[f64]>,
+) -> Tensor<2> {
     let device = acc.device();
     let unit = (1i64 << frac_bits) as f32;
     let half = 1i64 << (frac_bits - 1);
@@ -215,7 +251,16 @@ pub fn round_to_slots(acc: Tensor<2>, enc: &LayerEncoding, frac_bits: u32) -> Te
         .iter()
         .map(|n| (half - n.offset) as f32)
         .collect());
-    let slot = ((acc.clone().detach() * mult.clone() + offset).mul_scalar(1.0 / unit)).floor();
+    let phase = acc.clone().detach() * mult.clone() + offset;
+    let phase_slots = match sigma_slots {
+        None => phase.mul_scalar(1.0 / unit),
+        Some(sigma) => {
+            let sigma = row(sigma.iter().map(|&s| s as f32).collect());
+            let z = Tensor::<2>::random(phase.dims(), Distribution::Normal(0.0, 1.0), &device);
+            phase.add_scalar(0.5).mul_scalar(1.0 / unit) + z * sigma
+        }
+    };
+    let slot = phase_slots.floor();
     let center = (slot.mul_scalar(unit) + half_minus_offset) / mult;
     straight_through(center, acc)
 }

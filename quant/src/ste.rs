@@ -27,3 +27,18 @@ pub fn grad_scale<const D: usize>(s: Tensor<D>, g: f32) -> Tensor<D> {
     let sg = s.clone().mul_scalar(g);
     s.detach() + (sg.clone() - sg.detach())
 }
+
+/// A learned step `reference · |multiplier|`, with LSQ gradient scale `g` on the multiplier.
+///
+/// Adam's updates have a fixed size (about the learning rate) whatever the gradient's scale, so a
+/// step stored directly would move by ~1e-3 per update however small it is (a 0.03 weight step
+/// random-walked to several times its size within an epoch). Storing a multiplier near 1 on a
+/// frozen calibrated reference makes every update relative. `|·|` keeps the step positive: a step
+/// crossing zero would turn a neuron's table upside down.
+pub fn relative_step<const D: usize>(
+    reference: Tensor<D>,
+    multiplier: Tensor<D>,
+    g: f32,
+) -> Tensor<D> {
+    grad_scale(multiplier, g).abs() * reference.detach()
+}

@@ -5,14 +5,40 @@
 //! whose `1/p²` folds into the next layer's scale, so it costs no PBS.
 
 use crate::dense::{dense_hidden_forward, DenseInput, HiddenTrace};
-use crate::qat::QatModel;
+use crate::qat::{PhaseNoise, QatModel};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
-use qfhe_quant::conv::{conv_row_stats, sum_pool, ConvGeometry, QuantConv2d};
+use qfhe_quant::conv::{conv_row_stats, max_pool, sum_pool, ConvGeometry, QuantConv2d};
 use qfhe_quant::encoding::{acc_per_step, choose_layer_encoding, InputKind};
-use qfhe_quant::layers::{round_to_slots, AccumulatorBound, ActQuant, QuantLinear};
+use qfhe_quant::layers::{
+    round_to_noisy_slots, round_to_slots, AccumulatorBound, ActQuant, QuantLinear,
+};
 use qfhe_quant::scheme::{input_scale, unsigned_qmax};
 use qfhe_quant::{EncodingConfig, EncodingError, LayerEncoding};
+
+/// How the CNN pools its convolution's activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// Average pooling: a sum of PBS outputs folded into the next layer's weights, its `1/p²`
+    /// into that layer's scale. No PBS.
+    #[default]
+    Average,
+    /// 2×2 max pooling: `max(a, b) = a + relu(b − a)` as two PBS layers, 6 PBS per window
+    /// (4 for `a, relu(b − a), c, relu(d − c)`, then 2 for `m₁ = a + relu(b − a)` and
+    /// `relu(m₂ − m₁)`, which the next layer sums).
+    Max,
+}
+
+impl Pooling {
+    /// PBS per pooling window of a `p × p` pool (`p = 2` for max pooling).
+    pub fn pbs_per_window(self) -> usize {
+        match self {
+            Self::Average => 0,
+            Self::Max => 6,
+        }
+    }
+}
 
 /// Architecture and quantization of a CNN.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -27,8 +53,11 @@ pub struct CnnConfig {
     pub stride: usize,
     /// Zero padding on each side.
     pub padding: usize,
-    /// Average-pooling window and stride (1: none).
+    /// Pooling window and stride (1: none).
     pub pool: usize,
+    /// Average (free) or max (6 PBS per 2×2 window) pooling.
+    #[serde(default)]
+    pub pooling: Pooling,
     /// Widths of the fully connected hidden layers between pooling and the output layer.
     #[serde(default)]
     pub hidden: Vec<usize>,
@@ -81,11 +110,35 @@ impl CnnConfig {
         self.pooled_shape().iter().product()
     }
 
-    /// A name like `cnn 1x28x28-c8k5s2p0-pool2-64-10`.
+    /// Check what the lowering supports: max pooling only with 2×2 windows.
+    ///
+    /// # Errors
+    /// A message naming the option to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.pooling == Pooling::Max && self.pool != 2 {
+            return Err(format!(
+                "max pooling is lowered for 2x2 windows only (got --pool {}): use --pool 2 or --pooling average",
+                self.pool
+            ));
+        }
+        Ok(())
+    }
+
+    /// PBS spent on pooling per sample (0 for average pooling).
+    pub fn pooling_pbs(&self) -> usize {
+        let [c, ph, pw] = self.pooled_shape();
+        c * ph * pw * self.pooling.pbs_per_window()
+    }
+
+    /// A name like `cnn 1x28x28-c8k5s2p0-pool2-64-10` (`maxpool2` for max pooling).
     pub fn arch(&self) -> String {
         let [c, h, w] = self.input;
+        let pool = match self.pooling {
+            Pooling::Average => "pool",
+            Pooling::Max => "maxpool",
+        };
         let mut s = format!(
-            "cnn {c}x{h}x{w}-c{}k{}s{}p{}-pool{}",
+            "cnn {c}x{h}x{w}-c{}k{}s{}p{}-{pool}{}",
             self.channels, self.kernel, self.stride, self.padding, self.pool
         );
         for d in &self.hidden {
@@ -195,21 +248,37 @@ impl QCnn {
         }
     }
 
-    /// The activation steps of the dense layers' inputs: `s_act / p²` for the first (pooled),
-    /// then each hidden layer's activation step.
+    /// The activation steps of the dense layers' inputs: `s_act / p²` for the first after
+    /// average pooling (`s_act` after max pooling), then each hidden layer's activation step.
     pub fn dense_input_scales(&self) -> Vec<f32> {
-        let mut v = vec![Self::pooled_scale(self.act.step_value(), self.config.pool)];
+        let first = match self.config.pooling {
+            Pooling::Average => Self::pooled_scale(self.act.step_value(), self.config.pool),
+            Pooling::Max => self.act.step_value(),
+        };
+        let mut v = vec![first];
         v.extend(self.fc_acts.iter().map(|a| a.step_value()));
         v
     }
 
-    /// [`QatModel::forward_qat`] with its trace.
+    /// [`QatModel::forward_qat`] on the exact circuit, with its trace.
     ///
     /// # Errors
     /// [`EncodingError`] when a neuron's range cannot be encoded.
     pub fn forward_qat_traced(
         &self,
         x_codes: Tensor<2>,
+    ) -> Result<(Tensor<2>, CnnTrace), EncodingError> {
+        self.forward_qat_with(x_codes, PhaseNoise::Exact)
+    }
+
+    /// [`QatModel::forward_qat`] with its trace.
+    ///
+    /// # Errors
+    /// [`EncodingError`] when a neuron's range cannot be encoded.
+    pub fn forward_qat_with(
+        &self,
+        x_codes: Tensor<2>,
+        noise: PhaseNoise,
     ) -> Result<(Tensor<2>, CnnTrace), EncodingError> {
         let cfg = &self.config;
         let device = x_codes.device();
@@ -237,7 +306,13 @@ impl QCnn {
             .conv
             .accumulate(self.image(x_codes), codes.clone())
             .reshape([batch, d]);
-        let acc = round_to_slots(acc, &encoding, cfg.encoding.frac_bits);
+        let acc = match noise {
+            PhaseNoise::Exact => round_to_slots(acc, &encoding, cfg.encoding.frac_bits),
+            PhaseNoise::Modelled => {
+                let sigma = encoding.sigma_slots(&rows, InputKind::Fresh, &cfg.encoding);
+                round_to_noisy_slots(acc, &encoding, cfg.encoding.frac_bits, &sigma)
+            }
+        };
         let per_neuron = |t: Tensor<1>| {
             t.unsqueeze_dim::<2>(1)
                 .repeat_dim(1, oh * ow)
@@ -247,19 +322,34 @@ impl QCnn {
         let k = per_neuron(self.conv.scale() * s_in_t);
         let z = acc * k + per_neuron(self.conv.bias.val());
         let y = self.act.quantize(z, step.clone());
-        let pooled = sum_pool(y.clone().reshape([batch, c, oh, ow]), cfg.pool);
-        let p2 = (cfg.pool * cfg.pool) as f32;
-        let mut input = DenseInput {
-            codes: pooled.reshape([batch, cfg.pooled_features()]),
-            qmax: self.act.qmax() * (cfg.pool * cfg.pool) as i32,
-            step: step.div_scalar(p2),
-            step_value: Self::pooled_scale(s_out, cfg.pool),
-            kind: InputKind::Pbs,
-            noise_gain: cfg.pool as f64,
+        let conv_codes = y.clone().reshape([batch, c, oh, ow]);
+        let mut input = match cfg.pooling {
+            Pooling::Average => {
+                let p2 = (cfg.pool * cfg.pool) as f32;
+                DenseInput {
+                    codes: sum_pool(conv_codes, cfg.pool).reshape([batch, cfg.pooled_features()]),
+                    qmax: self.act.qmax() * (cfg.pool * cfg.pool) as i32,
+                    step: step.div_scalar(p2),
+                    step_value: Self::pooled_scale(s_out, cfg.pool),
+                    kind: InputKind::Pbs,
+                    noise_gain: cfg.pool as f64,
+                }
+            }
+            // The circuit's next layer reads `m₁` and `relu(m₂ − m₁)` (each in `[0, qmax]`)
+            // with the pooled weight on both: its worst case is that of inputs in
+            // `[0, 2·qmax]`, and its noise gain √2.
+            Pooling::Max => DenseInput {
+                codes: max_pool(conv_codes, cfg.pool).reshape([batch, cfg.pooled_features()]),
+                qmax: 2 * self.act.qmax(),
+                step,
+                step_value: s_out,
+                kind: InputKind::Pbs,
+                noise_gain: std::f64::consts::SQRT_2,
+            },
         };
         let mut hidden = Vec::new();
         for (layer, act) in self.fc.iter().zip(&self.fc_acts) {
-            let (trace, step) = dense_hidden_forward(layer, act, input, &cfg.encoding)?;
+            let (trace, step) = dense_hidden_forward(layer, act, input, &cfg.encoding, noise)?;
             input = DenseInput {
                 codes: trace.out_codes.clone(),
                 qmax: act.qmax(),
@@ -311,8 +401,11 @@ impl QatModel for QCnn {
         }
         let [b, c, oh, ow] = z.dims();
         let p = self.config.pool;
-        let pooled =
-            sum_pool(burn::tensor::activation::relu(z.clone()), p).div_scalar((p * p) as f32);
+        let a = burn::tensor::activation::relu(z.clone());
+        let pooled = match self.config.pooling {
+            Pooling::Average => sum_pool(a, p).div_scalar((p * p) as f32),
+            Pooling::Max => max_pool(a, p),
+        };
         let mut h = pooled.reshape([b, self.config.pooled_features()]);
         let mut pre = vec![z.reshape([b, c * oh * ow])];
         for layer in &self.fc {
@@ -323,8 +416,12 @@ impl QatModel for QCnn {
         (self.output.forward_float(h), pre)
     }
 
-    fn forward_qat(&self, x_codes: Tensor<2>) -> Result<Tensor<2>, EncodingError> {
-        self.forward_qat_traced(x_codes).map(|(l, _)| l)
+    fn forward_qat(
+        &self,
+        x_codes: Tensor<2>,
+        noise: PhaseNoise,
+    ) -> Result<Tensor<2>, EncodingError> {
+        self.forward_qat_with(x_codes, noise).map(|(l, _)| l)
     }
 
     fn init_quantizers(&mut self, pre: Vec<Tensor<2>>) {

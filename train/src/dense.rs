@@ -2,9 +2,13 @@
 //! the accumulator bound, the encoding chosen for them, slot rounding, and the activation
 //! quantizer. Shared by the MLP's hidden layers and the CNN's fully connected layers.
 
+use crate::qat::PhaseNoise;
 use burn::prelude::*;
+use qfhe_quant::bounds::RowStats;
 use qfhe_quant::encoding::{acc_per_step, choose_layer_encoding, step_shortfall, InputKind};
-use qfhe_quant::layers::{round_to_slots, row_stats, AccumulatorBound, ActQuant, QuantLinear};
+use qfhe_quant::layers::{
+    round_to_noisy_slots, round_to_slots, row_stats, AccumulatorBound, ActQuant, QuantLinear,
+};
 use qfhe_quant::{EncodingConfig, EncodingError, LayerEncoding};
 
 /// What one hidden layer's QAT forward used, for export and tests.
@@ -41,7 +45,8 @@ pub struct DenseInput {
 ///
 /// Computes the integer accumulator, rounds it to the slot grid of the encoding chosen from the
 /// current weights, dequantizes with `s_in · s_w` and the float bias, and quantizes the
-/// activation: the circuit's semantics.
+/// activation: the circuit's semantics. With [`PhaseNoise::Modelled`] the slot is read through
+/// the noise model (training only).
 ///
 /// # Errors
 /// [`EncodingError`] when a neuron's worst-case range cannot be encoded.
@@ -50,16 +55,24 @@ pub fn dense_hidden_forward(
     act: &ActQuant,
     input: DenseInput,
     enc_cfg: &EncodingConfig,
+    noise: PhaseNoise,
 ) -> Result<(HiddenTrace, Tensor<1>), EncodingError> {
     let batch = input.codes.dims()[0];
     let d_out = layer.weight.val().dims()[1];
     let step = act.step(batch * d_out);
     let s_out = act.step_value();
-    let (codes, encoding) = bounded_codes(layer, &input, step.clone(), s_out, enc_cfg)?;
+    let kind = input.kind;
+    let (codes, rows, encoding) = bounded_codes(layer, &input, step.clone(), s_out, enc_cfg)?;
     let k = (layer.scale() * input.step).unsqueeze_dim::<2>(0);
     let bias = layer.bias.val().unsqueeze_dim::<2>(0);
     let acc = input.codes.matmul(codes.clone());
-    let acc = round_to_slots(acc, &encoding, enc_cfg.frac_bits);
+    let acc = match noise {
+        PhaseNoise::Exact => round_to_slots(acc, &encoding, enc_cfg.frac_bits),
+        PhaseNoise::Modelled => {
+            let sigma = encoding.sigma_slots(&rows, kind, enc_cfg);
+            round_to_noisy_slots(acc, &encoding, enc_cfg.frac_bits, &sigma)
+        }
+    };
     let out_codes = act.quantize(acc * k + bias, step.clone());
     Ok((
         HiddenTrace {
@@ -71,7 +84,8 @@ pub fn dense_hidden_forward(
     ))
 }
 
-/// The layer's weight codes under the accumulator bound, and the encoding chosen for them.
+/// The layer's weight codes under the accumulator bound, their row statistics (noise gain
+/// applied), and the encoding chosen for them.
 /// For layers fed by PBS outputs, neurons whose table step falls short of the target under the
 /// chosen encoding get a tighter bound and everything is re-derived (a few rounds, since the
 /// layer's shared input scale can move).
@@ -81,7 +95,7 @@ fn bounded_codes(
     step: Tensor<1>,
     s_out: f32,
     enc_cfg: &EncodingConfig,
-) -> Result<(Tensor<2>, LayerEncoding), EncodingError> {
+) -> Result<(Tensor<2>, Vec<RowStats>, LayerEncoding), EncodingError> {
     let device = step.device();
     let x_max = input.qmax as f32 * input.step_value;
     let s_w: Vec<f32> = layer.scale_values();
@@ -119,5 +133,5 @@ fn bounded_codes(
             (rows, encoding) = encode(&codes)?;
         }
     }
-    Ok((codes, encoding))
+    Ok((codes, rows, encoding))
 }

@@ -14,10 +14,10 @@ pub mod model;
 pub mod qat;
 pub mod trainer;
 
-pub use cnn::{CnnConfig, QCnn};
+pub use cnn::{CnnConfig, Pooling, QCnn};
 pub use device::{select_device, DeviceChoice};
 pub use model::{HiddenTrace, MlpConfig, QMlp, QatTrace};
-pub use qat::QatModel;
+pub use qat::{PhaseNoise, QatModel};
 pub use trainer::{
     evaluate_float, evaluate_qat, train, train_model, TrainConfig, TrainError, TrainReport,
 };

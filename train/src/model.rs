@@ -2,6 +2,7 @@
 
 pub use crate::dense::HiddenTrace;
 use crate::dense::{dense_hidden_forward, DenseInput};
+use crate::qat::PhaseNoise;
 use burn::prelude::*;
 use qfhe_quant::encoding::InputKind;
 use qfhe_quant::layers::{ActQuant, QuantLinear};
@@ -128,14 +129,26 @@ impl QMlp {
         self.forward_qat_traced(x_codes).map(|(logits, _)| logits)
     }
 
-    /// [`QMlp::forward_qat`], also returning each hidden layer's codes, encoding and outputs,
-    /// and the output layer's weight codes.
+    /// [`QMlp::forward_qat_with`] on the exact circuit.
     ///
     /// # Errors
     /// As [`QMlp::forward_qat`].
     pub fn forward_qat_traced(
         &self,
         x_codes: Tensor<2>,
+    ) -> Result<(Tensor<2>, QatTrace), EncodingError> {
+        self.forward_qat_with(x_codes, PhaseNoise::Exact)
+    }
+
+    /// [`QMlp::forward_qat`], also returning each hidden layer's codes, encoding and outputs,
+    /// and the output layer's weight codes.
+    ///
+    /// # Errors
+    /// As [`QMlp::forward_qat`].
+    pub fn forward_qat_with(
+        &self,
+        x_codes: Tensor<2>,
+        noise: PhaseNoise,
     ) -> Result<(Tensor<2>, QatTrace), EncodingError> {
         let device = x_codes.device();
         let cfg = &self.config;
@@ -150,7 +163,7 @@ impl QMlp {
         let mut traces = Vec::new();
         let (output, hidden) = self.layers.split_last().expect("an MLP has a layer");
         for (layer, act) in hidden.iter().zip(&self.acts) {
-            let (trace, step) = dense_hidden_forward(layer, act, input, &cfg.encoding)?;
+            let (trace, step) = dense_hidden_forward(layer, act, input, &cfg.encoding, noise)?;
             input = DenseInput {
                 codes: trace.out_codes.clone(),
                 qmax: act.qmax(),
@@ -202,8 +215,13 @@ impl crate::qat::QatModel for QMlp {
         QMlp::forward_float(self, x)
     }
 
-    fn forward_qat(&self, x_codes: Tensor<2>) -> Result<Tensor<2>, EncodingError> {
-        QMlp::forward_qat(self, x_codes)
+    fn forward_qat(
+        &self,
+        x_codes: Tensor<2>,
+        noise: PhaseNoise,
+    ) -> Result<Tensor<2>, EncodingError> {
+        self.forward_qat_with(x_codes, noise)
+            .map(|(logits, _)| logits)
     }
 
     fn init_quantizers(&mut self, pre: Vec<Tensor<2>>) {

@@ -4,6 +4,18 @@ use burn::module::Module;
 use burn::prelude::*;
 use qfhe_quant::EncodingError;
 
+/// Whether a QAT forward reads its tables exactly or through the FHE noise model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PhaseNoise {
+    /// The exact circuit: what export, the simulator and the reported quantized accuracy use.
+    #[default]
+    Exact,
+    /// Gaussian noise of each neuron's modelled std (slots) added to its phase before the slot
+    /// is read ([`qfhe_quant::layers::round_to_noisy_slots`]): noise-aware QAT, so the model
+    /// learns to tolerate the off-by-one table reads FHE makes.
+    Modelled,
+}
+
 /// A model with a float forward (fp32 training, calibration) and a quantized forward whose
 /// integers are exactly the exported circuit's.
 pub trait QatModel: Module + Sized {
@@ -22,7 +34,14 @@ pub trait QatModel: Module + Sized {
     ///
     /// # Errors
     /// [`EncodingError`] when a layer's worst-case range cannot be encoded.
-    fn forward_qat(&self, x_codes: Tensor<2>) -> Result<Tensor<2>, EncodingError>;
+    ///
+    /// With [`PhaseNoise::Modelled`] every PBS input carries the noise model's Gaussian noise
+    /// (training only: the result is then random, not the circuit's exact output).
+    fn forward_qat(
+        &self,
+        x_codes: Tensor<2>,
+        noise: PhaseNoise,
+    ) -> Result<Tensor<2>, EncodingError>;
     /// LSQ initial steps: weights from their values, activations from the (detached)
     /// pre-activations [`QatModel::forward_float`] returned.
     fn init_quantizers(&mut self, pre: Vec<Tensor<2>>);

@@ -2,7 +2,7 @@
 
 use crate::batch::{argmax_rows, code_inputs, float_inputs, one_hot};
 use crate::model::{MlpConfig, QMlp};
-use crate::qat::QatModel;
+use crate::qat::{PhaseNoise, QatModel};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -23,10 +23,14 @@ pub struct TrainConfig {
     pub qat_epochs: usize,
     /// Mini-batch size.
     pub batch_size: usize,
-    /// Adam learning rate for fp32 training.
+    /// Initial Adam learning rate for fp32 training (cosine decay to 5% of it).
     pub lr: f64,
     /// Initial Adam learning rate for QAT (cosine decay to 5% of it).
     pub qat_lr: f64,
+    /// Noise-aware QAT: train through the FHE noise model's phase noise
+    /// ([`PhaseNoise::Modelled`]); evaluation always uses the exact circuit.
+    #[serde(default)]
+    pub qat_noise: bool,
     /// Seed for initialisation and shuffling.
     pub seed: u64,
     /// Use only the first `n` training images (tests); `None` uses all.
@@ -43,6 +47,7 @@ impl Default for TrainConfig {
             batch_size: 128,
             lr: 1e-3,
             qat_lr: 1e-3,
+            qat_noise: true,
             seed: 42,
             max_train: None,
             max_eval: None,
@@ -171,6 +176,8 @@ pub fn train_model<M: QatModel>(
 
     let mut opt = AdamConfig::new().init();
     let mut fp32_accuracy = 0.0;
+    let fp32_steps = (cfg.fp32_epochs * batches).max(1);
+    let mut step = 0usize;
     for epoch in 1..=cfg.fp32_epochs {
         order.shuffle(&mut rng);
         let pb = progress(batches, &format!("fp32 {epoch}/{}", cfg.fp32_epochs));
@@ -182,7 +189,8 @@ pub fn train_model<M: QatModel>(
             let loss = cross_entropy(model.forward_float(x).0, y);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = opt.step(cfg.lr, model, grads);
+            model = opt.step(cosine_lr(cfg.lr, step, fp32_steps), model, grads);
+            step += 1;
             pb.inc(1);
             if pb.position().is_multiple_of(20) {
                 pb.set_message(format!("loss {:.4}", loss_sum / pb.position() as f64));
@@ -205,6 +213,11 @@ pub fn train_model<M: QatModel>(
     let mut opt = AdamConfig::new().init();
     let total_steps = (cfg.qat_epochs * batches).max(1);
     let mut step = 0usize;
+    let noise = if cfg.qat_noise {
+        PhaseNoise::Modelled
+    } else {
+        PhaseNoise::Exact
+    };
     let mut qat_accuracy = evaluate_qat(&model.valid(), &eval_set)?.0;
     eprintln!(
         "  calibrated quantizers: QAT accuracy before fine-tuning {:.4}",
@@ -218,12 +231,10 @@ pub fn train_model<M: QatModel>(
         for idx in order.chunks(cfg.batch_size) {
             let x = code_inputs(&train_set, idx, in_bits, &ad);
             let y = one_hot(&train_set, idx, classes, &ad);
-            let loss = cross_entropy(model.forward_qat(x)?, y);
+            let loss = cross_entropy(model.forward_qat(x, noise)?, y);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let progress_frac = step as f64 / total_steps as f64;
-            let lr = cfg.qat_lr
-                * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress_frac).cos()));
+            let lr = cosine_lr(cfg.qat_lr, step, total_steps);
             model = opt.step(lr, model, grads);
             step += 1;
             pb.inc(1);
@@ -253,6 +264,13 @@ pub fn train_model<M: QatModel>(
         seconds: start.elapsed().as_secs_f64(),
     };
     Ok((model.valid(), report))
+}
+
+/// Cosine decay from `lr` to 5% of it over `total` steps (Loshchilov & Hutter 2017, SGDR
+/// without restarts).
+fn cosine_lr(lr: f64, step: usize, total: usize) -> f64 {
+    let progress = step as f64 / total as f64;
+    lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
 }
 
 fn log_epoch(
@@ -315,7 +333,8 @@ pub fn evaluate_qat<M: QatModel>(
     let mut all = Vec::with_capacity(set.len() * model.classes());
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(EVAL_BATCH) {
-        let logits = model.forward_qat(code_inputs(set, chunk, model.in_bits(), &device))?;
+        let x = code_inputs(set, chunk, model.in_bits(), &device);
+        let logits = model.forward_qat(x, PhaseNoise::Exact)?;
         let v = logits.into_data().try_into_vec::<f32>().expect("f32");
         preds.extend(argmax_rows(&v, model.classes()));
         all.extend(v);

@@ -4,7 +4,7 @@ use burn::module::{Param, RunningState};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use qfhe_quant::EncodingConfig;
-use qfhe_train::{CnnConfig, QCnn, QatModel};
+use qfhe_train::{CnnConfig, Pooling, QCnn, QatModel};
 
 fn config() -> CnnConfig {
     CnnConfig {
@@ -14,6 +14,7 @@ fn config() -> CnnConfig {
         stride: 1,
         padding: 1,
         pool: 2,
+        pooling: Pooling::Average,
         hidden: vec![12],
         batch_norm: true,
         classes: 4,
