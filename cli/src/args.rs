@@ -28,9 +28,10 @@ pub enum Command {
 pub enum ModelKind {
     /// Multi-layer perceptron: GEMM + one PBS per hidden neuron.
     Mlp,
-    /// Convolutional network: conv (one PBS per output position) → average pooling (folded into
-    /// the next layer, no PBS) → fully connected hidden layer → output layer. Default 1→8
-    /// channels, 5×5, stride 2, pool 2, 128 hidden: 1152 + 128 PBS per MNIST sample.
+    /// Convolutional network: conv (one PBS per output position) → optional pooling (average:
+    /// folded into the next layer, no PBS; max: 6 PBS per 2×2 window) → fully connected hidden
+    /// layer → output layer. Default 1→32 channels, 7×7, stride 4, no pooling, 192 hidden:
+    /// 1152 + 192 PBS per MNIST sample (docs/DESIGN.md says why).
     Cnn,
 }
 
@@ -80,24 +81,24 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value = "mlp")]
     pub model: ModelKind,
     /// Hidden (fully connected) layer widths, comma-separated; each hidden neuron costs one
-    /// PBS per sample. Default: 128 for the MLP, 128 after the CNN's pooling; `--hidden 0` for
+    /// PBS per sample. Default: 128 for the MLP, 192 for the CNN; `--hidden 0` for
     /// none (CNN only).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
     /// CNN: convolution output channels.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 32)]
     pub conv_channels: usize,
     /// CNN: square kernel size.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     pub kernel: usize,
     /// CNN: convolution stride.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     pub stride: usize,
     /// CNN: zero padding on each side.
     #[arg(long, default_value_t = 0)]
     pub padding: usize,
-    /// CNN: average-pooling window (and stride); 1 for none.
-    #[arg(long, default_value_t = 2)]
+    /// CNN: pooling window (and stride); 1 for none.
+    #[arg(long, default_value_t = 1)]
     pub pool: usize,
     /// CNN: pooling after the convolution's activations. Max pooling costs 6 PBS per 2×2 window
     /// (shown in the per-layer table), average pooling none.
@@ -123,9 +124,9 @@ pub struct ModelArgs {
     /// comparison).
     #[arg(long, default_value_t = 18)]
     pub fp32_epochs: usize,
-    /// Epochs of QAT fine-tuning.
-    #[arg(long, default_value_t = 12)]
-    pub qat_epochs: usize,
+    /// Epochs of QAT fine-tuning (default: 12 for the MLP, 16 for the CNN).
+    #[arg(long)]
+    pub qat_epochs: Option<usize>,
     /// Initial Adam learning rate of the fp32 phase (cosine decay to 5% of it).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,

@@ -98,7 +98,10 @@ pub fn train_model_cmd(
     };
     let tc = TrainConfig {
         fp32_epochs: args.fp32_epochs,
-        qat_epochs: args.qat_epochs,
+        qat_epochs: args.qat_epochs.unwrap_or(match args.model {
+            ModelKind::Mlp => 12,
+            ModelKind::Cnn => 16,
+        }),
         batch_size: args.batch_size,
         lr: args.lr,
         qat_lr: args.qat_lr,
@@ -147,7 +150,7 @@ pub fn train_model_cmd(
                 eprintln!("note: batch norm is off on --device wgpu (QAT after folding it fails there; see docs/DESIGN.md)");
             }
             let hidden = match args.hidden.as_deref() {
-                None => vec![128],
+                None => vec![192],
                 Some([0]) => vec![],
                 Some(h) if h.contains(&0) => {
                     bail!("--hidden widths must be non-zero (a single 0 means no hidden layer)")
