@@ -8,7 +8,7 @@
 use crate::bounds::RowStats;
 use crate::layers::AccumulatorBound;
 use crate::scheme::signed_qmax;
-use crate::ste::{relative_step, round_ste};
+use crate::ste::{round_ste, LearnedStep};
 use burn::module::Param;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
@@ -86,11 +86,8 @@ pub struct QuantConv2d {
     pub weight: Param<Tensor<4>>,
     /// Float bias `[c_out]` (applied by the LUT).
     pub bias: Param<Tensor<1>>,
-    /// Learned multiplier of each output channel's weight step `[c_out]` (1 after
-    /// calibration; see [`relative_step`]).
-    pub w_scale: Param<Tensor<1>>,
-    /// Calibrated reference weight step `[c_out]`, not trained (used detached).
-    pub w_scale_ref: Param<Tensor<1>>,
+    /// Per-output-channel weight step `[c_out]`.
+    pub w_scale: LearnedStep,
     /// Weight bit width.
     pub w_bits: u32,
     /// Stride.
@@ -118,8 +115,7 @@ impl QuantConv2d {
                 device,
             )),
             bias: Param::from_tensor(Tensor::zeros([c_out], device)),
-            w_scale: Param::from_tensor(Tensor::ones([c_out], device)),
-            w_scale_ref: Param::from_tensor(Tensor::ones([c_out], device)),
+            w_scale: LearnedStep::ones(c_out, device),
             w_bits,
             stride,
             padding,
@@ -166,10 +162,7 @@ impl QuantConv2d {
             .reshape([c_out as i32, -1])
             .mean_dim(1)
             .squeeze_dim::<1>(1);
-        let device = mean.device();
-        self.w_scale_ref =
-            Param::from_tensor(mean.mul_scalar(2.0 / qmax.sqrt()).clamp_min(1e-6).detach());
-        self.w_scale = Param::from_tensor(Tensor::ones([c_out], &device));
+        self.w_scale = LearnedStep::calibrated(mean.mul_scalar(2.0 / qmax.sqrt()).clamp_min(1e-6));
     }
 
     /// Fold an inference-mode batch norm that follows this convolution into its weights and
@@ -188,25 +181,16 @@ impl QuantConv2d {
         self.bias = Param::from_tensor(b.detach());
     }
 
-    /// The per-channel step `[c_out]`, `w_scale_ref · |w_scale|` with LSQ gradient scaling
-    /// ([`relative_step`]).
+    /// The per-channel step `[c_out]` with LSQ gradient scaling ([`LearnedStep`]).
     pub fn scale(&self) -> Tensor<1> {
         let [_, c_in, k, _] = self.weight.val().dims();
-        relative_step(
-            self.w_scale_ref.val(),
-            self.w_scale.val(),
-            1.0 / ((c_in * k * k) as f32 * signed_qmax(self.w_bits) as f32).sqrt(),
-        )
+        let g = 1.0 / ((c_in * k * k) as f32 * signed_qmax(self.w_bits) as f32).sqrt();
+        self.w_scale.step(g)
     }
 
-    /// The values of [`QuantConv2d::scale`] (`c_out` steps, all ≥ 0), computed by the same
-    /// device ops so export reads the forward's exact `f32`s.
+    /// The values of [`QuantConv2d::scale`] (`c_out` steps, all ≥ 0).
     pub fn scale_values(&self) -> Vec<f32> {
-        self.scale()
-            .detach()
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32 scales")
+        self.w_scale.values()
     }
 
     /// Integer weight codes `[c_out, c_in, k, k]`, straight-through, under the accumulator

@@ -5,7 +5,7 @@
 use crate::bounds::RowStats;
 use crate::encoding::LayerEncoding;
 use crate::scheme::{signed_qmax, unsigned_qmax};
-use crate::ste::{relative_step, round_ste, straight_through};
+use crate::ste::{round_ste, straight_through, LearnedStep};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -17,11 +17,8 @@ pub struct QuantLinear {
     pub weight: Param<Tensor<2>>,
     /// Float bias `[d_out]` (kept float: the LUT applies it, so it costs no precision).
     pub bias: Param<Tensor<1>>,
-    /// Learned multiplier of each output channel's weight step `[d_out]` (1 after
-    /// calibration; see [`relative_step`]).
-    pub w_scale: Param<Tensor<1>>,
-    /// Calibrated reference weight step `[d_out]`, not trained (used detached).
-    pub w_scale_ref: Param<Tensor<1>>,
+    /// Per-output-channel weight step `[d_out]`.
+    pub w_scale: LearnedStep,
     /// Weight bit width.
     pub w_bits: u32,
 }
@@ -51,8 +48,7 @@ impl QuantLinear {
                 device,
             )),
             bias: Param::from_tensor(Tensor::zeros([d_out], device)),
-            w_scale: Param::from_tensor(Tensor::ones([d_out], device)),
-            w_scale_ref: Param::from_tensor(Tensor::ones([d_out], device)),
+            w_scale: LearnedStep::ones(d_out, device),
             w_bits,
         }
     }
@@ -73,10 +69,7 @@ impl QuantLinear {
             .mean_dim(0)
             .squeeze_dim::<1>(0)
             .mul_scalar(2.0 / qmax.sqrt());
-        let device = s.device();
-        let [d_out] = s.dims();
-        self.w_scale_ref = Param::from_tensor(s.clamp_min(1e-6).detach());
-        self.w_scale = Param::from_tensor(Tensor::ones([d_out], &device));
+        self.w_scale = LearnedStep::calibrated(s.clamp_min(1e-6));
     }
 
     /// The effective float weights: the bound applied if given.
@@ -106,22 +99,16 @@ impl QuantLinear {
         l1.into_data().try_into_vec::<f32>().expect("f32 tensor")
     }
 
-    /// The per-channel step `[d_out]`, `w_scale_ref · |w_scale|` with LSQ gradient scaling
-    /// ([`relative_step`]).
+    /// The per-channel step `[d_out]` with LSQ gradient scaling ([`LearnedStep`]).
     pub fn scale(&self) -> Tensor<1> {
         let [d_in, _] = self.weight.val().dims();
         let g = 1.0 / ((d_in as f32) * signed_qmax(self.w_bits) as f32).sqrt();
-        relative_step(self.w_scale_ref.val(), self.w_scale.val(), g)
+        self.w_scale.step(g)
     }
 
-    /// The values of [`QuantLinear::scale`] (`d_out` steps, all ≥ 0), computed by the same
-    /// device ops so export reads the forward's exact `f32`s.
+    /// The values of [`QuantLinear::scale`] (`d_out` steps, all ≥ 0).
     pub fn scale_values(&self) -> Vec<f32> {
-        self.scale()
-            .detach()
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32 scales")
+        self.w_scale.values()
     }
 
     /// Integer weight codes `[d_in, d_out]` (as `f32`, exact integers in `[-qmax, qmax]`):
@@ -136,10 +123,8 @@ impl QuantLinear {
 /// An unsigned activation quantizer after ReLU with a learned (LSQ) step.
 #[derive(Module, Debug)]
 pub struct ActQuant {
-    /// Learned multiplier of the step `[1]` (1 after calibration; see [`relative_step`]).
-    pub scale: Param<Tensor<1>>,
-    /// Calibrated reference step `[1]`, not trained (used detached).
-    pub scale_ref: Param<Tensor<1>>,
+    /// The step `[1]`.
+    pub scale: LearnedStep,
     /// Activation bit width.
     pub bits: u32,
 }
@@ -148,8 +133,7 @@ impl ActQuant {
     /// A quantizer with step 1 (call [`ActQuant::calibrate`]).
     pub fn new(bits: u32, device: &Device) -> Self {
         Self {
-            scale: Param::from_tensor(Tensor::ones([1], device)),
-            scale_ref: Param::from_tensor(Tensor::ones([1], device)),
+            scale: LearnedStep::ones(1, device),
             bits,
         }
     }
@@ -166,24 +150,19 @@ impl ActQuant {
             .mean()
             .into_scalar::<f32>();
         let s = (2.0 * m / (self.qmax() as f32).sqrt()).max(1e-4);
-        let device = self.scale.val().device();
-        self.scale_ref = Param::from_tensor(Tensor::from_floats([s], &device));
-        self.scale = Param::from_tensor(Tensor::ones([1], &device));
+        let device = self.scale.reference.val().device();
+        self.scale = LearnedStep::calibrated(Tensor::from_floats([s], &device));
     }
 
-    /// The step `scale_ref · |scale|` with LSQ gradient scaling for `n` values per batch
-    /// ([`relative_step`]).
+    /// The step `[1]` with LSQ gradient scaling for `n` values per batch ([`LearnedStep`]).
     pub fn step(&self, n: usize) -> Tensor<1> {
-        relative_step(
-            self.scale_ref.val(),
-            self.scale.val(),
-            1.0 / ((n as f32) * self.qmax() as f32).sqrt(),
-        )
+        self.scale
+            .step(1.0 / ((n as f32) * self.qmax() as f32).sqrt())
     }
 
-    /// The value of [`ActQuant::step`] (same device ops, same `f32`).
+    /// The value of [`ActQuant::step`].
     pub fn step_value(&self) -> f32 {
-        self.step(1).detach().into_scalar::<f32>()
+        self.scale.values()[0]
     }
 
     /// Codes `clamp(round(z / s), 0, qmax)` `[batch, d]`, straight-through (LSQ gradients).

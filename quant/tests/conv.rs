@@ -5,6 +5,7 @@ use burn::prelude::*;
 use qfhe_quant::bounds::RowStats;
 use qfhe_quant::conv::{conv_row_stats, sum_pool, QuantConv2d};
 use qfhe_quant::layers::AccumulatorBound;
+use qfhe_quant::ste::LearnedStep;
 
 fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().unwrap()
@@ -83,7 +84,7 @@ fn sum_pool_is_exact() {
 fn accumulator_bound_shrinks_each_output_channel() {
     let device = Device::flex();
     let mut conv = layer(&device);
-    conv.w_scale = Param::from_tensor(Tensor::from_floats([0.5, 0.5, 0.5], &device));
+    conv.w_scale = LearnedStep::calibrated(Tensor::from_floats([0.5, 0.5, 0.5], &device));
     // Each kernel's L1 is ~30, x_max 1 and s_out 1: ~30 steps; allow 6.
     let bound = AccumulatorBound {
         x_max: 1.0,

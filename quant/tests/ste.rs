@@ -1,7 +1,7 @@
 //! Straight-through estimators and fake quantization: forward values and gradients.
 use burn::prelude::*;
 use qfhe_quant::layers::{ActQuant, QuantLinear};
-use qfhe_quant::ste::{floor_ste, grad_scale, round_ste};
+use qfhe_quant::ste::{floor_ste, grad_scale, round_ste, LearnedStep};
 
 fn ad() -> Device {
     Device::flex().autodiff()
@@ -40,7 +40,7 @@ fn grad_scale_keeps_the_value_and_scales_the_gradient() {
 fn activation_quantizer_clamps_with_zero_gradient_outside_and_lsq_step_gradient() {
     let dev = ad();
     let mut q = ActQuant::new(3, &dev);
-    q.scale = burn::module::Param::from_tensor(Tensor::from_floats([0.5], &dev));
+    q.scale = LearnedStep::calibrated(Tensor::from_floats([0.5], &dev));
     let z = Tensor::<2>::from_floats([[-1.0, 0.6, 1.3, 10.0]], &dev).require_grad();
     let step = q.step(4);
     let codes = q.quantize(z.clone(), step);
@@ -60,6 +60,7 @@ fn activation_quantizer_clamps_with_zero_gradient_outside_and_lsq_step_gradient(
     // LSQ: the step receives a gradient.
     let ds = q
         .scale
+        .multiplier
         .val()
         .grad(&grads)
         .unwrap()
@@ -84,7 +85,7 @@ fn weight_codes_are_per_channel_symmetric_integers() {
         ],
         &dev,
     ));
-    l.w_scale = burn::module::Param::from_tensor(Tensor::from_floats([0.1, 0.2, 0.5], &dev));
+    l.w_scale = LearnedStep::calibrated(Tensor::from_floats([0.1, 0.2, 0.5], &dev));
     let codes = l.codes(None).into_data().try_into_vec::<f32>().unwrap();
     assert_eq!(
         codes,
@@ -98,6 +99,7 @@ fn weight_codes_are_per_channel_symmetric_integers() {
     assert!(l.weight.val().grad(&grads).is_some());
     let ds = l
         .w_scale
+        .multiplier
         .val()
         .grad(&grads)
         .unwrap()

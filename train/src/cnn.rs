@@ -4,15 +4,13 @@
 //! One PBS per convolution output and per hidden neuron; the pooling is a sum of PBS outputs
 //! whose `1/p²` folds into the next layer's scale, so it costs no PBS.
 
-use crate::dense::{dense_hidden_forward, DenseInput, HiddenTrace};
+use crate::dense::{dense_stack_forward, read_slots, DenseInput, HiddenTrace};
 use crate::qat::{PhaseNoise, QatModel};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
 use qfhe_quant::conv::{conv_row_stats, max_pool, sum_pool, ConvGeometry, QuantConv2d};
 use qfhe_quant::encoding::{acc_per_step, choose_layer_encoding, InputKind};
-use qfhe_quant::layers::{
-    round_to_noisy_slots, round_to_slots, AccumulatorBound, ActQuant, QuantLinear,
-};
+use qfhe_quant::layers::{AccumulatorBound, ActQuant, QuantLinear};
 use qfhe_quant::scheme::{input_scale, unsigned_qmax};
 use qfhe_quant::{EncodingConfig, EncodingError, LayerEncoding};
 
@@ -306,13 +304,14 @@ impl QCnn {
             .conv
             .accumulate(self.image(x_codes), codes.clone())
             .reshape([batch, d]);
-        let acc = match noise {
-            PhaseNoise::Exact => round_to_slots(acc, &encoding, cfg.encoding.frac_bits),
-            PhaseNoise::Modelled => {
-                let sigma = encoding.sigma_slots(&rows, InputKind::Fresh, &cfg.encoding);
-                round_to_noisy_slots(acc, &encoding, cfg.encoding.frac_bits, &sigma)
-            }
-        };
+        let acc = read_slots(
+            acc,
+            &encoding,
+            &rows,
+            InputKind::Fresh,
+            &cfg.encoding,
+            noise,
+        );
         let per_neuron = |t: Tensor<1>| {
             t.unsqueeze_dim::<2>(1)
                 .repeat_dim(1, oh * ow)
@@ -323,7 +322,7 @@ impl QCnn {
         let z = acc * k + per_neuron(self.conv.bias.val());
         let y = self.act.quantize(z, step.clone());
         let conv_codes = y.clone().reshape([batch, c, oh, ow]);
-        let mut input = match cfg.pooling {
+        let input = match cfg.pooling {
             Pooling::Average => {
                 let p2 = (cfg.pool * cfg.pool) as f32;
                 DenseInput {
@@ -347,31 +346,22 @@ impl QCnn {
                 noise_gain: std::f64::consts::SQRT_2,
             },
         };
-        let mut hidden = Vec::new();
-        for (layer, act) in self.fc.iter().zip(&self.fc_acts) {
-            let (trace, step) = dense_hidden_forward(layer, act, input, &cfg.encoding, noise)?;
-            input = DenseInput {
-                codes: trace.out_codes.clone(),
-                qmax: act.qmax(),
-                step,
-                step_value: act.step_value(),
-                kind: InputKind::Pbs,
-                noise_gain: 1.0,
-            };
-            hidden.push(trace);
-        }
-        let out_codes = self.output.codes(None);
-        let k_out = (self.output.scale() * input.step).unsqueeze_dim::<2>(0);
-        let logits =
-            input.codes.matmul(out_codes.clone()) * k_out + self.output.bias.val().unsqueeze_dim(0);
+        let dense = dense_stack_forward(
+            &self.fc,
+            &self.fc_acts,
+            &self.output,
+            input,
+            &cfg.encoding,
+            noise,
+        )?;
         Ok((
-            logits,
+            dense.logits,
             CnnTrace {
                 conv_codes: codes,
                 encoding,
                 conv_out: y,
-                hidden,
-                output_codes: out_codes,
+                hidden: dense.hidden,
+                output_codes: dense.output_codes,
             },
         ))
     }

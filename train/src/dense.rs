@@ -40,6 +40,75 @@ pub struct DenseInput {
     pub noise_gain: f64,
 }
 
+/// Round accumulators `[batch, d_out]` to the slots the PBS reads under `encoding`: exactly
+/// ([`round_to_slots`]), or through the noise model for training ([`round_to_noisy_slots`],
+/// each neuron's σ from `rows`, its weight statistics with any noise gain applied).
+pub fn read_slots(
+    acc: Tensor<2>,
+    encoding: &LayerEncoding,
+    rows: &[RowStats],
+    kind: InputKind,
+    enc_cfg: &EncodingConfig,
+    noise: PhaseNoise,
+) -> Tensor<2> {
+    match noise {
+        PhaseNoise::Exact => round_to_slots(acc, encoding, enc_cfg.frac_bits),
+        PhaseNoise::Modelled => {
+            let sigma = encoding.sigma_slots(rows, kind, enc_cfg);
+            round_to_noisy_slots(acc, encoding, enc_cfg.frac_bits, &sigma)
+        }
+    }
+}
+
+/// What the dense part of a network (hidden layers, then the output layer) computed.
+#[derive(Debug, Clone)]
+pub struct DenseStackTrace {
+    /// Logits `[batch, classes]`.
+    pub logits: Tensor<2>,
+    /// One entry per hidden layer.
+    pub hidden: Vec<HiddenTrace>,
+    /// Output weight codes `[d_in, classes]`.
+    pub output_codes: Tensor<2>,
+}
+
+/// Quantized forward of hidden layers `layers[l]` → `acts[l]`, then the `output` layer (its
+/// accumulators dequantized with `s_in · s_w` plus the float bias, no PBS), on `input`. Every
+/// hidden layer after the first reads PBS outputs. Shared by the MLP and the CNN's fully
+/// connected part.
+///
+/// # Errors
+/// [`EncodingError`] when a neuron's worst-case range cannot be encoded.
+pub fn dense_stack_forward(
+    layers: &[QuantLinear],
+    acts: &[ActQuant],
+    output: &QuantLinear,
+    mut input: DenseInput,
+    enc_cfg: &EncodingConfig,
+    noise: PhaseNoise,
+) -> Result<DenseStackTrace, EncodingError> {
+    let mut hidden = Vec::with_capacity(layers.len());
+    for (layer, act) in layers.iter().zip(acts) {
+        let (trace, step) = dense_hidden_forward(layer, act, input, enc_cfg, noise)?;
+        input = DenseInput {
+            codes: trace.out_codes.clone(),
+            qmax: act.qmax(),
+            step,
+            step_value: act.step_value(),
+            kind: InputKind::Pbs,
+            noise_gain: 1.0,
+        };
+        hidden.push(trace);
+    }
+    let output_codes = output.codes(None);
+    let k = (output.scale() * input.step).unsqueeze_dim::<2>(0);
+    let logits = input.codes.matmul(output_codes.clone()) * k + output.bias.val().unsqueeze_dim(0);
+    Ok(DenseStackTrace {
+        logits,
+        hidden,
+        output_codes,
+    })
+}
+
 /// Quantized forward of `layer` followed by `act` on `input`: the output codes `[batch, d_out]`
 /// (in the trace) and the output step `[1]`.
 ///
@@ -66,13 +135,7 @@ pub fn dense_hidden_forward(
     let k = (layer.scale() * input.step).unsqueeze_dim::<2>(0);
     let bias = layer.bias.val().unsqueeze_dim::<2>(0);
     let acc = input.codes.matmul(codes.clone());
-    let acc = match noise {
-        PhaseNoise::Exact => round_to_slots(acc, &encoding, enc_cfg.frac_bits),
-        PhaseNoise::Modelled => {
-            let sigma = encoding.sigma_slots(&rows, kind, enc_cfg);
-            round_to_noisy_slots(acc, &encoding, enc_cfg.frac_bits, &sigma)
-        }
-    };
+    let acc = read_slots(acc, &encoding, &rows, kind, enc_cfg, noise);
     let out_codes = act.quantize(acc * k + bias, step.clone());
     Ok((
         HiddenTrace {

@@ -1,7 +1,7 @@
 //! The quantized MLP.
 
 pub use crate::dense::HiddenTrace;
-use crate::dense::{dense_hidden_forward, DenseInput};
+use crate::dense::{dense_stack_forward, DenseInput};
 use crate::qat::PhaseNoise;
 use burn::prelude::*;
 use qfhe_quant::encoding::InputKind;
@@ -152,7 +152,7 @@ impl QMlp {
     ) -> Result<(Tensor<2>, QatTrace), EncodingError> {
         let device = x_codes.device();
         let cfg = &self.config;
-        let mut input = DenseInput {
+        let input = DenseInput {
             codes: x_codes,
             qmax: unsigned_qmax(cfg.in_bits),
             step: Tensor::<1>::from_floats([input_scale(cfg.in_bits)], &device),
@@ -160,28 +160,13 @@ impl QMlp {
             kind: InputKind::Fresh,
             noise_gain: 1.0,
         };
-        let mut traces = Vec::new();
         let (output, hidden) = self.layers.split_last().expect("an MLP has a layer");
-        for (layer, act) in hidden.iter().zip(&self.acts) {
-            let (trace, step) = dense_hidden_forward(layer, act, input, &cfg.encoding, noise)?;
-            input = DenseInput {
-                codes: trace.out_codes.clone(),
-                qmax: act.qmax(),
-                step,
-                step_value: act.step_value(),
-                kind: InputKind::Pbs,
-                noise_gain: 1.0,
-            };
-            traces.push(trace);
-        }
-        let codes = output.codes(None);
-        let k = (output.scale() * input.step).unsqueeze_dim::<2>(0);
-        let logits = input.codes.matmul(codes.clone()) * k + output.bias.val().unsqueeze_dim(0);
+        let dense = dense_stack_forward(hidden, &self.acts, output, input, &cfg.encoding, noise)?;
         Ok((
-            logits,
+            dense.logits,
             QatTrace {
-                hidden: traces,
-                output_codes: codes,
+                hidden: dense.hidden,
+                output_codes: dense.output_codes,
             },
         ))
     }
