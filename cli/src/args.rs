@@ -30,8 +30,8 @@ pub enum ModelKind {
     Mlp,
     /// Convolutional network: conv (one PBS per output position) → optional pooling (average:
     /// folded into the next layer, no PBS; max: 6 PBS per 2×2 window) → fully connected hidden
-    /// layer → output layer. Default 1→32 channels, 7×7, stride 4, no pooling, 192 hidden:
-    /// 1152 + 192 PBS per MNIST sample (docs/DESIGN.md says why).
+    /// layer → output layer. Default 1→24 channels, 7×7, stride 4, no pooling, 256 hidden:
+    /// 864 + 256 PBS per MNIST sample (docs/DESIGN.md says why).
     Cnn,
 }
 
@@ -81,12 +81,12 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value = "mlp")]
     pub model: ModelKind,
     /// Hidden (fully connected) layer widths, comma-separated; each hidden neuron costs one
-    /// PBS per sample. Default: 128 for the MLP, 192 for the CNN; `--hidden 0` for
+    /// PBS per sample. Default: 128 for the MLP, 256 for the CNN; `--hidden 0` for
     /// none (CNN only).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
     /// CNN: convolution output channels.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 24)]
     pub conv_channels: usize,
     /// CNN: square kernel size.
     #[arg(long, default_value_t = 7)]

@@ -150,7 +150,7 @@ pub fn train_model_cmd(
                 eprintln!("note: batch norm is off on --device wgpu (QAT after folding it fails there; see docs/DESIGN.md)");
             }
             let hidden = match args.hidden.as_deref() {
-                None => vec![192],
+                None => vec![256],
                 Some([0]) => vec![],
                 Some(h) if h.contains(&0) => {
                     bail!("--hidden widths must be non-zero (a single 0 means no hidden layer)")

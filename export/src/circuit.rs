@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Version of the circuit file format written by this build. Version 2 added sparse
-/// connectivity ([`HiddenLayer::inputs`]); version 1 files (dense only) read unchanged.
-pub const FORMAT_VERSION: u32 = 2;
+/// connectivity ([`HiddenLayer::inputs`]); version 3 replaced the output layer's power-of-two
+/// `delta_log2` by any [`OutputLayer::delta`]. Version 1 and 2 files read unchanged (their
+/// `delta_log2 = d` becomes `delta = 2^d`).
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 const FORMAT_TAG: &str = "qfhe-circuit";
@@ -131,8 +133,10 @@ pub struct OutputLayer {
     pub w_bits: u32,
     /// Integer weights, `[d_out][d_in]`.
     pub weights: Vec<i32>,
-    /// `log2(Δ)`: the last hidden layer's LUTs write codes as `y · 2^delta_log2` on the torus.
-    pub delta_log2: u32,
+    /// `Δ`, torus units (of `2^64`) per accumulator unit: the last hidden layer's LUTs write
+    /// code `y` as `y · Δ`. Any value, not only a power of two, so the worst-case range fills
+    /// the torus and the PBS output noise is as small as possible in accumulator units.
+    pub delta: u64,
     /// Dequantization factor per output, `s_in · s_w_j` (`f32`).
     pub scale: Vec<f32>,
     /// Float bias per output.
@@ -166,9 +170,21 @@ impl OutputLayer {
         ((self.capacity() - r.range() as i128) / 2) as i64 - r.acc_min
     }
 
-    /// Accumulator values that fit the torus at this Δ, `2^(64 - delta_log2)`.
+    /// Accumulator values that fit the torus at this Δ, `floor(2^64 / Δ)`.
     pub fn capacity(&self) -> i128 {
-        1i128 << (64 - self.delta_log2)
+        ((1u128 << 64) / self.delta.max(1) as u128) as i128
+    }
+
+    /// Accumulator `j` from the decrypted torus value `phase` of its ciphertext (Δ-scaled,
+    /// shifted by [`OutputLayer::placement`]): rounded to the nearest multiple of Δ, measured as
+    /// a signed distance from the middle of the placed range so that noise below 0 wraps back
+    /// (the torus is cyclic modulo `2^64`, which a non-power-of-two Δ does not divide).
+    pub fn decode(&self, j: usize, phase: u64) -> i64 {
+        let middle = self.capacity() as u64 / 2;
+        let from_middle = phase.wrapping_sub(middle.wrapping_mul(self.delta)) as i64;
+        let delta = self.delta as i128;
+        let units = (from_middle as i128 + delta / 2).div_euclid(delta) as i64;
+        middle as i64 + units - self.placement(j)
     }
 }
 
@@ -268,7 +284,7 @@ impl Circuit {
     pub fn output_torus_delta(&self, l: usize) -> u64 {
         match self.hidden.get(l + 1) {
             Some(next) => next.delta_in as u64 * self.encoding.torus_per_unit(),
-            None => 1u64 << self.output.delta_log2,
+            None => self.output.delta,
         }
     }
 
@@ -384,17 +400,17 @@ impl Circuit {
         {
             return bad("output layer: scale and bias need one finite value per output".into());
         }
-        if !(8..=62).contains(&o.delta_log2) {
+        if o.delta < 1 << 8 {
             return bad(format!(
-                "output layer: delta_log2 {} out of range",
-                o.delta_log2
+                "output layer: Δ = {} is below 2^8 (no room for noise)",
+                o.delta
             ));
         }
         for j in 0..o.d_out {
             if o.row_stats(j).range() as i128 >= o.capacity() {
                 return bad(format!(
-                    "output {j}: accumulator range does not fit the torus at Δ = 2^{}",
-                    o.delta_log2
+                    "output {j}: accumulator range does not fit the torus at Δ = {}",
+                    o.delta
                 ));
             }
         }
@@ -449,9 +465,27 @@ impl Circuit {
                 return Err(CircuitError::Version { found: v });
             }
         }
-        let c: Circuit = serde_json::from_slice(bytes).map_err(parse_err)?;
+        let mut json: serde_json::Value = serde_json::from_slice(bytes).map_err(parse_err)?;
+        if header.version.is_some_and(|v| v < 3) {
+            upgrade_output_delta(&mut json);
+        }
+        let c: Circuit = serde_json::from_value(json).map_err(parse_err)?;
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// Versions 1 and 2 stored the output Δ as `delta_log2`; version 3 stores `delta = 2^d`. A
+/// missing or out-of-range `delta_log2` is left for deserialization to report.
+fn upgrade_output_delta(json: &mut serde_json::Value) {
+    let Some(output) = json.get_mut("output").and_then(|o| o.as_object_mut()) else {
+        return;
+    };
+    if let Some(d) = output.get("delta_log2").and_then(|d| d.as_u64()) {
+        if (8..=62).contains(&d) {
+            output.remove("delta_log2");
+            output.insert("delta".into(), (1u64 << d).into());
+        }
     }
 }
 

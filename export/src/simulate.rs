@@ -113,10 +113,10 @@ impl NoiseModel {
             })
             .collect();
         // A PBS output's std in torus units is pbs_sigma_slots · 2^64 / 2N; in accumulator units
-        // of the output layer, divide by Δ = 2^delta_log2.
+        // of the output layer, divide by Δ.
         let slot_log2 = 64 - (2 * circuit.encoding.poly_size).trailing_zeros() as i32;
         let pbs_sigma_units =
-            spec.pbs_sigma_slots * 2f64.powi(slot_log2 - circuit.output.delta_log2 as i32);
+            spec.pbs_sigma_slots * 2f64.powi(slot_log2) / circuit.output.delta as f64;
         let o = &circuit.output;
         let output_sigma = (0..o.d_out)
             .map(|j| o.row_stats(j).l2 * pbs_sigma_units)

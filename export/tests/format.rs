@@ -76,6 +76,49 @@ fn version_1_files_still_load() {
 }
 
 #[test]
+fn version_2_files_with_a_power_of_two_delta_still_load() {
+    let c = small_circuit();
+    let mut json: serde_json::Value = serde_json::to_value(&c).unwrap();
+    json["version"] = 2.into();
+    let output = json["output"].as_object_mut().unwrap();
+    output.remove("delta");
+    output.insert("delta_log2".into(), 50.into());
+    let back = Circuit::from_json(&serde_json::to_vec(&json).unwrap(), "v2.json").unwrap();
+    assert_eq!(back.version, 2);
+    assert_eq!(back.output.delta, 1 << 50);
+    assert_eq!(back.output.weights, c.output.weights);
+}
+
+#[test]
+fn output_delta_fills_the_torus_and_decodes_through_noise() {
+    let c = small_circuit();
+    let o = &c.output;
+    // The exporter's Δ is not restricted to powers of two: the worst case fills the torus
+    // minus the noise margin, within a part in 2^39.
+    let widest = (0..o.d_out).map(|j| o.row_stats(j).range()).max().unwrap();
+    assert!(o.capacity() > widest as i128);
+    assert!(
+        o.delta.count_ones() > 1,
+        "Δ = {} is a power of two",
+        o.delta
+    );
+    // Every value of the torus after placement (the worst-case range and the noise margins on
+    // both sides of it) decodes back with noise up to just under Δ/2 either way. Only the two
+    // outermost values share the < Δ gap where the 2^64 cycle wraps, so they are left out.
+    let noise = (o.delta / 2 - 1) as i64;
+    assert!(o.capacity() < 100_000, "small circuit, small range");
+    for j in 0..o.d_out {
+        for placed in 1..o.capacity() as i64 - 1 {
+            let clean = (placed as u64).wrapping_mul(o.delta);
+            for e in [-noise, -1, 0, 1, noise] {
+                let decoded = o.decode(j, clean.wrapping_add(e as u64));
+                assert_eq!(decoded, placed - o.placement(j), "output {j}, noise {e}");
+            }
+        }
+    }
+}
+
+#[test]
 fn sparse_layers_with_bad_indices_are_refused() {
     let mut c = small_circuit();
     let n = c.hidden[0].weights.len();

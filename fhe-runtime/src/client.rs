@@ -72,11 +72,7 @@ impl<'a> Client<'a> {
         let o = &self.circuit.output;
         cts.iter()
             .enumerate()
-            .map(|(j, ct)| {
-                let phase = decrypt_lwe_ciphertext(&self.key.big_sk, ct).0;
-                let shifted = phase.wrapping_add(1u64 << (o.delta_log2 - 1)) >> o.delta_log2;
-                shifted as i64 - o.placement(j)
-            })
+            .map(|(j, ct)| o.decode(j, decrypt_lwe_ciphertext(&self.key.big_sk, ct).0))
             .collect()
     }
 

@@ -200,7 +200,7 @@ impl<'a> Server<'a> {
                 (0..o.d_out)
                     .into_par_iter()
                     .map(|j| {
-                        let offset = (o.placement(j) as u64).wrapping_mul(1u64 << o.delta_log2);
+                        let offset = (o.placement(j) as u64).wrapping_mul(o.delta);
                         gemm_row(&o.weights[j * o.d_in..(j + 1) * o.d_in], None, 1, x, offset)
                     })
                     .collect()
@@ -307,14 +307,19 @@ pub fn gemm_row(
 impl Server<'_> {
     /// Measured PBS throughput of the rayon pool, in seconds per KS+PBS: `count` bootstraps of
     /// random-looking ciphertexts (random masks and bodies; all-zero inputs would skip work and
-    /// time 100× too fast) through the first neuron's LUT.
+    /// time 100× too fast) through the first layer's LUTs in turn, so that, as in a real layer,
+    /// each PBS reads a different table rather than one that stays in cache.
     pub fn seconds_per_pbs(&self, count: usize) -> f64 {
         let inputs = random_ciphertexts(count, self.key.params.big_dim());
-        let lut = &self.luts[0][0];
+        let luts = &self.luts[0];
         let start = std::time::Instant::now();
         let _out: Vec<_> = inputs
             .par_iter()
-            .map_init(|| self.scratch(), |s, ct| self.bootstrap(ct, lut, s))
+            .enumerate()
+            .map_init(
+                || self.scratch(),
+                |s, (i, ct)| self.bootstrap(ct, &luts[i % luts.len()], s),
+            )
             .collect();
         start.elapsed().as_secs_f64() / count as f64
     }

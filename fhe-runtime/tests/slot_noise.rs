@@ -36,7 +36,7 @@ fn staircase(mult: i64, base: i64) -> Circuit {
             in_qmax: 255,
             w_bits: 2,
             weights: vec![1],
-            delta_log2: 52,
+            delta: 1 << 52,
             scale: vec![1.0],
             bias: vec![0.0],
         },

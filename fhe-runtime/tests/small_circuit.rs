@@ -76,7 +76,8 @@ fn circuit() -> Circuit {
             in_qmax: 3,
             w_bits: 3,
             weights: vec![1, -2, 3, 1, -1, -1],
-            delta_log2: 58,
+            // Not a power of two: the client's decoding must not assume the torus divides by Δ.
+            delta: (1 << 58) / 3 * 2 + 7,
             scale: vec![0.5, 0.25, 1.0],
             bias: vec![0.0, 0.1, -0.2],
         },
@@ -163,7 +164,7 @@ fn conv_circuit() -> Circuit {
         in_qmax: 3,
         w_bits: 3,
         weights: vec![1, 2, -1, 0, 3, 1, -2, 1, 1, 1, -3, 2],
-        delta_log2: 57,
+        delta: 1 << 57,
         scale: vec![1.0, 0.5],
         bias: vec![0.0, 0.0],
     };
