@@ -223,7 +223,16 @@ pub fn load_model(dir: &Path) -> anyhow::Result<(Trained, ModelInfo)> {
         .with_context(|| format!("{} is not a qfhe model description", info_path.display()))?;
     let device = burn::prelude::Device::flex();
     let weights = dir.join("model.bpk");
-    let err = |e| anyhow::anyhow!("loading {}: {e:?}", weights.display());
+    // A model saved by an older qfhe lacks tensors this build's layers have (e.g. the
+    // `multiplier`/`reference` pair of the LSQ steps): say so rather than only list them.
+    let err = |e| {
+        anyhow::anyhow!(
+            "loading {}: {e:?}\nif this model was trained by an older qfhe, its layers differ from \
+             this build's: train it again with `qfhe train --out {}`",
+            weights.display(),
+            dir.display()
+        )
+    };
     let model = match &info.model {
         ModelSpec::Mlp(c) => Trained::Mlp(
             QMlp::new(c.clone(), &device)
