@@ -76,10 +76,9 @@ pub fn neuron_thresholds(
 /// shrinks the decrypted noise by up to 2× (measured on the default CNN: simulated accuracy
 /// 98.47% → 98.70%, mean of three noise seeds).
 pub fn output_delta(rows: &[RowStats], cfg: &qfhe_quant::EncodingConfig) -> u64 {
-    let slot_log2 = 64 - (2 * cfg.poly_size).trailing_zeros() as i32;
     let max_range = rows.iter().map(RowStats::range).max().unwrap_or(0) as f64;
     let max_l2 = rows.iter().map(|r| r.l2).fold(0.0, f64::max);
-    let sigma_torus = max_l2 * cfg.noise.pbs_sigma_slots * 2f64.powi(slot_log2);
+    let sigma_torus = max_l2 * cfg.noise.pbs_sigma_slots * cfg.torus_per_slot();
     let delta = (2f64.powi(64) - 32.0 * sigma_torus) / (max_range + 1.0);
     // f64 keeps 53 bits: step down one part in 2^40 so rounding cannot overshoot the bound.
     (delta * (1.0 - 2f64.powi(-40))).max(256.0) as u64

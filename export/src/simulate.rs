@@ -114,9 +114,8 @@ impl NoiseModel {
             .collect();
         // A PBS output's std in torus units is pbs_sigma_slots · 2^64 / 2N; in accumulator units
         // of the output layer, divide by Δ.
-        let slot_log2 = 64 - (2 * circuit.encoding.poly_size).trailing_zeros() as i32;
         let pbs_sigma_units =
-            spec.pbs_sigma_slots * 2f64.powi(slot_log2) / circuit.output.delta as f64;
+            spec.pbs_sigma_slots * circuit.encoding.torus_per_slot() / circuit.output.delta as f64;
         let o = &circuit.output;
         let output_sigma = (0..o.d_out)
             .map(|j| o.row_stats(j).l2 * pbs_sigma_units)
@@ -200,8 +199,7 @@ impl NoiseModel {
 /// which [`NoiseModel`] includes), so this is a property of the measurement, not an error of the
 /// computation.
 pub fn hidden_decode_error(circuit: &Circuit, l: usize, pbs_sigma_slots: f64) -> f64 {
-    let slot = 2f64.powi(64 - (2 * circuit.encoding.poly_size).trailing_zeros() as i32);
-    let sigma = pbs_sigma_slots * slot;
+    let sigma = pbs_sigma_slots * circuit.encoding.torus_per_slot();
     let half = circuit.output_torus_delta(l) as f64 / 2.0;
     libm::erfc(half / (std::f64::consts::SQRT_2 * sigma))
 }

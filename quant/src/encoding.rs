@@ -110,6 +110,11 @@ impl EncodingConfig {
         1u64 << (64 - log2_2n - self.frac_bits)
     }
 
+    /// Torus value (out of `2^64`) of one slot, `2^64 / 2N`, as `f64` (exact: a power of two).
+    pub fn torus_per_slot(&self) -> f64 {
+        (self.torus_per_unit() as f64) * (1u64 << self.frac_bits) as f64
+    }
+
     /// The largest number of output steps a neuron's worst-case range may span so that each
     /// step is at least `min_step_slots` wide (the A2Q bound used in training).
     pub fn max_range_steps(&self) -> f64 {
