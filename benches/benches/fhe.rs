@@ -20,15 +20,16 @@ fn benches(c: &mut Criterion) {
     });
 
     let inputs = random_ciphertexts(784, params.big_dim());
-    let layer = &circuit.hidden[0];
+    let inputs: Vec<_> = inputs.iter().collect();
+    let stage = &circuit.stages[0];
     c.bench_function("gemm_784x128_n2048", |b| {
         b.iter(|| {
-            (0..layer.d_out)
+            (0..stage.d_out())
                 .map(|j| {
                     gemm_row(
-                        layer.row(j),
+                        stage.gemm.row(j),
                         None,
-                        layer.neurons[j].mult,
+                        stage.neurons[j].mult,
                         black_box(&inputs),
                         0,
                     )
@@ -45,7 +46,7 @@ fn benches(c: &mut Criterion) {
             let out = server
                 .evaluate(&client.encrypt(black_box(&x)).unwrap())
                 .unwrap();
-            client.decrypt_output(&out.output)
+            client.decrypt_output(&out.output).unwrap()
         })
     });
     group.finish();

@@ -4,7 +4,8 @@
 //! benchmarks use an untrained 784-128-10 w3/a3 MLP exported through the real pipeline.
 
 use burn::prelude::*;
-use qfhe_export::{export_mlp, Circuit};
+use qfhe_circuit::Circuit;
+use qfhe_export::export_mlp;
 use qfhe_fhe_runtime::server::random_words;
 use qfhe_quant::EncodingConfig;
 use qfhe_train::{MlpConfig, QMlp};

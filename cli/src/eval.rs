@@ -4,9 +4,9 @@ use crate::args::{EvalArgs, FheArgs, RunArgs};
 use crate::report::{layer_table, FheReport, Latency, Report, TraceLayer};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qfhe_circuit::simulate::{stage_decode_error, ExactTrace};
+use qfhe_circuit::{Circuit, NoiseModel};
 use qfhe_datasets::Dataset;
-use qfhe_export::simulate::{hidden_decode_error, ExactTrace};
-use qfhe_export::{Circuit, NoiseModel};
 use qfhe_fhe_runtime::{compile, Client, ClientKey, FheParams, Server};
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
-/// Number of samples the trace compares (each decrypts every hidden layer).
+/// Number of samples the trace compares (each decrypts every stage).
 const TRACE_SAMPLES: usize = 10;
 /// Noise draws per traced sample for the noise model's prediction.
 const TRACE_DRAWS: u64 = 200;
@@ -61,11 +61,11 @@ pub fn evaluate(
         .num_threads(threads)
         .build_global();
     let threads = rayon::current_num_threads();
-    if data.test.pixels() != circuit.features {
+    if data.test.pixels() != circuit.features() {
         anyhow::bail!(
             "test images have {} pixels but the circuit takes {} inputs",
             data.test.pixels(),
-            circuit.features
+            circuit.features()
         );
     }
     let codes: Vec<Vec<i32>> = (0..data.test.len())
@@ -73,7 +73,10 @@ pub fn evaluate(
         .collect();
     let labels = &data.test.labels;
 
-    let exact: Vec<ExactTrace> = codes.par_iter().map(|x| circuit.run_exact(x)).collect();
+    let exact: Vec<ExactTrace> = codes
+        .par_iter()
+        .map(|x| circuit.run_exact(x))
+        .collect::<Result<_, _>>()?;
     let exact_pred: Vec<usize> = exact.iter().map(|t| t.prediction).collect();
     let quantized_accuracy = accuracy(&exact_pred, labels);
 
@@ -95,9 +98,9 @@ pub fn evaluate(
                     .wrapping_mul(1_000_003)
                     .wrapping_add(i as u64),
             );
-            noise.run(circuit, x, &mut rng).prediction
+            noise.run(circuit, x, &mut rng).map(|t| t.prediction)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let simulated_accuracy = accuracy(&sim_pred, labels);
     println!(
         "\n{} on {}: quantized (exact circuit) accuracy {:.4}, simulated (noise model) {:.4} on {} test images",
@@ -155,10 +158,10 @@ pub fn evaluate(
         let preds: Vec<usize> = outs
             .iter()
             .map(|out| {
-                let acc = client.decrypt_output(&out.output);
-                qfhe_export::simulate::argmax(&circuit.output.logits(&acc))
+                let acc = client.decrypt_output(&out.output)?;
+                Ok(qfhe_circuit::argmax(&circuit.output.logits(&acc)))
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         let seconds = t.elapsed().as_secs_f64();
         for (k, (out, pred)) in outs.iter().zip(preds).enumerate() {
             let i = first + k;
@@ -167,11 +170,11 @@ pub fn evaluate(
             peak_ciphertexts = peak_ciphertexts.max(out.peak_ciphertexts);
             if keep_hidden && i < TRACE_SAMPLES {
                 hidden_decrypted.push(
-                    out.hidden
+                    out.stages
                         .iter()
                         .enumerate()
-                        .map(|(l, c)| client.decrypt_hidden(l, c))
-                        .collect::<Vec<_>>(),
+                        .map(|(l, c)| client.decrypt_stage(l, c))
+                        .collect::<Result<Vec<_>, _>>()?,
                 );
             }
         }
@@ -260,7 +263,7 @@ pub fn evaluate(
     })
 }
 
-/// Per hidden layer: the fraction of decrypted activations that differ from the exact circuit,
+/// Per stage: the fraction of decrypted activations that differ from the exact circuit,
 /// beside the noise model's expected fraction (Monte Carlo over the same inputs, so differences
 /// propagated from earlier layers are predicted too).
 fn trace_report(
@@ -272,7 +275,7 @@ fn trace_report(
     seed: u64,
     pbs_sigma_slots: f64,
 ) -> Vec<TraceLayer> {
-    let layers = circuit.hidden.len();
+    let layers = circuit.stages.len();
     let mut measured = vec![0usize; layers];
     let mut predicted = vec![0f64; layers];
     let mut count = vec![0usize; layers];
@@ -280,7 +283,7 @@ fn trace_report(
         for l in 0..layers {
             measured[l] += dec[l]
                 .iter()
-                .zip(&exact[s].hidden[l])
+                .zip(&exact[s].stages[l])
                 .filter(|(a, b)| a != b)
                 .count();
             count[l] += dec[l].len();
@@ -289,12 +292,14 @@ fn trace_report(
             .into_par_iter()
             .map(|d| {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (s as u64) << 20 ^ d);
-                let t = noise.run(circuit, &codes[s], &mut rng);
+                let t = noise
+                    .run(circuit, &codes[s], &mut rng)
+                    .expect("the sample ran exactly, so it fits the circuit");
                 (0..layers)
                     .map(|l| {
-                        t.hidden[l]
+                        t.stages[l]
                             .iter()
-                            .zip(&exact[s].hidden[l])
+                            .zip(&exact[s].stages[l])
                             .filter(|(a, b)| a != b)
                             .count()
                     })
@@ -310,9 +315,9 @@ fn trace_report(
     (0..layers)
         .map(|l| {
             let table = predicted[l] / count[l].max(1) as f64;
-            let decode = hidden_decode_error(circuit, l, pbs_sigma_slots);
+            let decode = stage_decode_error(circuit, l, pbs_sigma_slots);
             TraceLayer {
-                layer: circuit.hidden[l].name(l),
+                layer: circuit.stages[l].name(l),
                 activations: count[l],
                 measured_flip_rate: measured[l] as f64 / count[l].max(1) as f64,
                 predicted_flip_rate: table + (1.0 - table) * decode,

@@ -1,6 +1,6 @@
 //! The report: accuracy table, per-layer noise table, report.json and report.md.
 
-use qfhe_export::LayerReport;
+use qfhe_circuit::LayerReport;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;

@@ -3,8 +3,9 @@
 use crate::args::{ExportArgs, ModelArgs, ModelKind, TrainArgs};
 use anyhow::{bail, Context};
 use burn::module::Module;
+use qfhe_circuit::Circuit;
 use qfhe_datasets::Dataset;
-use qfhe_export::{export_cnn, export_mlp, Circuit};
+use qfhe_export::{export_cnn, export_mlp};
 use qfhe_quant::EncodingConfig;
 use qfhe_train::{
     select_device, train_model, CnnConfig, MlpConfig, QCnn, QMlp, TrainConfig, TrainReport,

@@ -4,14 +4,13 @@
 //! ([`QMlp::forward_qat_traced`]), and each neuron's table is that forward's activation
 //! arithmetic evaluated at every slot centre, so the circuit computes what the model computed.
 
-use crate::circuit::{
-    Circuit, CircuitError, HiddenLayer, Meta, Neuron, OutputLayer, FORMAT_VERSION, TAG,
-};
 use burn::prelude::*;
+use qfhe_circuit::lut::{output_delta, relu_table};
+use qfhe_circuit::{Circuit, CircuitError, Gemm, Input, Meta, Neuron, Source, Stage};
 use qfhe_quant::bounds::RowStats;
-use qfhe_quant::encoding::{choose_layer_encoding, InputKind, NeuronEncoding};
+use qfhe_quant::encoding::{choose_layer_encoding, InputKind};
 use qfhe_quant::layers::{ActQuant, QuantLinear};
-use qfhe_quant::scheme::{input_scale, quantize_activation, unsigned_qmax};
+use qfhe_quant::scheme::{input_scale, unsigned_qmax};
 use qfhe_quant::EncodingError;
 use qfhe_train::{HiddenTrace, Pooling, QCnn, QMlp};
 
@@ -19,10 +18,10 @@ use qfhe_train::{HiddenTrace, Pooling, QCnn, QMlp};
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// A layer's range cannot be encoded.
-    #[error("{0}")]
+    #[error(transparent)]
     Encoding(#[from] EncodingError),
     /// The produced circuit failed validation (a bug, reported rather than written).
-    #[error("{0}")]
+    #[error(transparent)]
     Circuit(#[from] CircuitError),
 }
 
@@ -43,45 +42,30 @@ fn neuron_major(codes: Tensor<2>) -> (Vec<i32>, usize, usize) {
     (w, d_in, d_out)
 }
 
-/// The table of one neuron: for every slot `u ∈ [0, N)`, the activation code the QAT forward
-/// produces for an accumulator at the slot's centre, as thresholds.
-pub fn neuron_thresholds(
-    enc: NeuronEncoding,
-    frac_bits: u32,
-    poly_size: u32,
-    k: f32,
-    bias: f32,
-    s_out: f32,
+/// One PBS layer of a chain, before its output scale is known (it is the next layer's
+/// `delta_in`, or the output layer's Δ).
+struct HiddenLayer {
+    d_in: usize,
+    d_out: usize,
     out_qmax: i32,
-) -> Vec<i64> {
-    let mut thresholds = vec![poly_size as i64; out_qmax as usize];
-    let mut level = 0;
-    for u in 0..poly_size as i64 {
-        let z = enc.center_acc(u, frac_bits) * k + bias;
-        let y = quantize_activation(z, s_out, out_qmax);
-        while level < y {
-            thresholds[level as usize] = u;
-            level += 1;
-        }
-    }
-    thresholds
+    w_bits: u32,
+    weights: Vec<i32>,
+    inputs: Option<Vec<u32>>,
+    /// Phase units per input unit.
+    delta_in: i64,
+    neurons: Vec<Neuron>,
+    label: Option<String>,
 }
 
-/// Output-layer scale: the largest `Δ` (torus units per accumulator unit, any integer) such that
-/// every output's worst-case range plus a margin of 16 noise std on each side fits the torus
-/// (`floor(2^64 / Δ)` values). The inputs are PBS outputs, each with std `pbs_sigma_slots`
-/// slots = `σ_t = pbs_sigma_slots · 2^(64 - log2 2N)` torus units, so an output accumulator's
-/// std is `‖W_j‖₂ · σ_t / Δ` units and the condition `2^64 / Δ ≥ range + 1 + 32 ‖W‖₂ σ_t / Δ`
-/// gives `Δ = (2^64 − 32 ‖W‖₂ σ_t) / (range + 1)`. Against the largest power of two this
-/// shrinks the decrypted noise by up to 2× (measured on the default CNN: simulated accuracy
-/// 98.47% → 98.70%, mean of three noise seeds).
-pub fn output_delta(rows: &[RowStats], cfg: &qfhe_quant::EncodingConfig) -> u64 {
-    let max_range = rows.iter().map(RowStats::range).max().unwrap_or(0) as f64;
-    let max_l2 = rows.iter().map(|r| r.l2).fold(0.0, f64::max);
-    let sigma_torus = max_l2 * cfg.noise.pbs_sigma_slots * cfg.torus_per_slot();
-    let delta = (2f64.powi(64) - 32.0 * sigma_torus) / (max_range + 1.0);
-    // f64 keeps 53 bits: step down one part in 2^40 so rounding cannot overshoot the bound.
-    (delta * (1.0 - 2f64.powi(-40))).max(256.0) as u64
+/// The output layer of a chain.
+struct OutputLayer {
+    d_in: usize,
+    d_out: usize,
+    w_bits: u32,
+    weights: Vec<i32>,
+    delta: u64,
+    scale: Vec<f32>,
+    bias: Vec<f32>,
 }
 
 /// A dense layer's integer weights as the circuit sees them.
@@ -89,8 +73,6 @@ struct DenseWeights {
     /// Neuron-major `[d_out][d_in]`.
     weights: Vec<i32>,
     d_in: usize,
-    /// Largest input code.
-    in_qmax: i32,
 }
 
 /// One PBS-fed dense hidden layer of the circuit from its QAT trace: `scales` are the input and
@@ -113,13 +95,11 @@ fn dense_hidden_layer(
         .map(|(j, &e)| Neuron {
             mult: e.mult,
             offset: e.offset,
-            thresholds: neuron_thresholds(
+            table: relu_table(
                 e,
                 enc_cfg.frac_bits,
                 enc_cfg.poly_size,
-                s_in * s_w[j],
-                bias[j],
-                s_out,
+                (s_in * s_w[j], bias[j], s_out),
                 out_qmax,
             ),
         })
@@ -127,7 +107,6 @@ fn dense_hidden_layer(
     HiddenLayer {
         d_in: w.d_in,
         d_out: neurons.len(),
-        in_qmax: w.in_qmax,
         out_qmax,
         w_bits: layer.w_bits,
         weights: w.weights,
@@ -169,11 +148,7 @@ impl DenseStack<'_> {
             out.push(dense_hidden_layer(
                 t,
                 &layers[l],
-                DenseWeights {
-                    weights,
-                    d_in,
-                    in_qmax,
-                },
+                DenseWeights { weights, d_in },
                 (scales[l], scales[l + 1]),
                 out_qmax,
                 &self.enc_cfg,
@@ -205,7 +180,6 @@ impl DenseStack<'_> {
         OutputLayer {
             d_in,
             d_out,
-            in_qmax,
             w_bits: layer.w_bits,
             weights,
             delta: output_delta(&rows, &self.enc_cfg),
@@ -261,13 +235,11 @@ fn integer_relu_layer(
         .map(|&e| Neuron {
             mult: e.mult,
             offset: e.offset,
-            thresholds: neuron_thresholds(
+            table: relu_table(
                 e,
                 enc_cfg.frac_bits,
                 enc_cfg.poly_size,
-                1.0,
-                0.0,
-                1.0,
+                (1.0, 0.0, 1.0),
                 qmax,
             ),
         })
@@ -275,7 +247,6 @@ fn integer_relu_layer(
     Ok(HiddenLayer {
         d_in,
         d_out,
-        in_qmax: qmax,
         out_qmax: qmax,
         w_bits: 2,
         weights,
@@ -323,7 +294,8 @@ fn max_pool_layers(
     Ok([first, second])
 }
 
-/// A validated circuit of the current format version from its parts.
+/// A validated circuit of the current format version from a chain of layers: layer `l` reads
+/// layer `l − 1` (the first reads the input) and writes at the scale its reader chose.
 fn assemble(
     encoding: qfhe_quant::EncodingConfig,
     features: usize,
@@ -333,19 +305,59 @@ fn assemble(
     output: OutputLayer,
     meta: Meta,
 ) -> Result<Circuit, ExportError> {
-    let circuit = Circuit {
-        format: TAG.into(),
-        version: FORMAT_VERSION,
-        encoding,
-        features,
-        in_bits,
-        input_delta,
-        hidden,
-        output,
-        meta,
+    let tpu = encoding.torus_per_unit();
+    let scale = |units: i64| units as u64 * tpu;
+    let source = |l: usize| {
+        if l == 0 {
+            Source::Input
+        } else {
+            Source::Stage(l - 1)
+        }
     };
-    circuit.validate()?;
-    Ok(circuit)
+    let deltas: Vec<u64> = hidden
+        .iter()
+        .skip(1)
+        .map(|h| scale(h.delta_in))
+        .chain(std::iter::once(output.delta))
+        .collect();
+    let stages: Vec<Stage> = hidden
+        .into_iter()
+        .zip(deltas)
+        .enumerate()
+        .map(|(l, (h, delta))| Stage {
+            label: h.label,
+            gemm: Gemm {
+                sources: vec![source(l)],
+                d_in: h.d_in,
+                d_out: h.d_out,
+                w_bits: h.w_bits,
+                weights: h.weights,
+                inputs: h.inputs,
+            },
+            neurons: h.neurons,
+            out_min: 0,
+            out_max: h.out_qmax,
+            delta,
+        })
+        .collect();
+    let output = qfhe_circuit::OutputLayer {
+        gemm: Gemm {
+            sources: vec![source(stages.len())],
+            d_in: output.d_in,
+            d_out: output.d_out,
+            w_bits: output.w_bits,
+            weights: output.weights,
+            inputs: None,
+        },
+        scale: output.scale,
+        bias: output.bias,
+    };
+    let input = Input {
+        features,
+        bits: in_bits,
+        delta: scale(input_delta),
+    };
+    Ok(Circuit::new(encoding, input, stages, output, meta)?)
 }
 
 /// Export a trained model (evaluation mode) as a circuit.
@@ -432,13 +444,11 @@ pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
             neurons.push(Neuron {
                 mult: e.mult,
                 offset: e.offset,
-                thresholds: neuron_thresholds(
+                table: relu_table(
                     e,
                     enc_cfg.frac_bits,
                     enc_cfg.poly_size,
-                    s_in * s_w[c],
-                    bias[c],
-                    s_act,
+                    (s_in * s_w[c], bias[c], s_act),
                     qmax,
                 ),
             });
@@ -447,7 +457,6 @@ pub fn export_cnn(model: &QCnn, dataset: &str) -> Result<Circuit, ExportError> {
     let conv = HiddenLayer {
         d_in: features,
         d_out: c_out * oh * ow,
-        in_qmax: unsigned_qmax(cfg.in_bits),
         out_qmax: qmax,
         w_bits: cfg.w_bits,
         weights,

@@ -63,7 +63,7 @@ fn check_cnn(hidden: Vec<usize>, batch_norm: bool, pooling: Pooling) {
     let circuit = export_cnn(&model, "synthetic").unwrap();
     assert_eq!(circuit.pbs_count(), 4 * 8 * 8 + extra_pbs);
     assert!(model.bn.is_none(), "batch norm is folded before QAT");
-    assert!(circuit.hidden[0].inputs.is_some());
+    assert!(circuit.stages[0].gemm.inputs.is_some());
 
     let idx: Vec<usize> = (0..data.test.len()).collect();
     let x = code_inputs(&data.test, &idx, 3, &model.conv.weight.val().device());
@@ -84,16 +84,18 @@ fn check_cnn(hidden: Vec<usize>, batch_norm: bool, pooling: Pooling) {
     let preds = argmax_rows(&logits, 4);
     let mut mismatches = 0;
     for (s, &i) in idx.iter().enumerate() {
-        let sim = circuit.run_exact(&circuit.input_codes(data.test.image(i)));
+        let sim = circuit
+            .run_exact(&circuit.input_codes(data.test.image(i)))
+            .unwrap();
         let burn_row = &conv[s * 256..(s + 1) * 256];
         mismatches += burn_row
             .iter()
-            .zip(&sim.hidden[0])
+            .zip(&sim.stages[0])
             .filter(|(b, q)| **b as i32 != **q)
             .count();
         if pooling == Pooling::Max {
             // The second pooling layer's two outputs per window sum to the window's maximum.
-            let pooled = &sim.hidden[2];
+            let pooled = &sim.stages[2];
             for c in 0..4 {
                 for (y, x) in (0..4).flat_map(|y| (0..4).map(move |x| (y, x))) {
                     let at =
@@ -108,7 +110,7 @@ fn check_cnn(hidden: Vec<usize>, batch_norm: bool, pooling: Pooling) {
             let d = codes.len() / idx.len();
             mismatches += codes[s * d..(s + 1) * d]
                 .iter()
-                .zip(&sim.hidden[1 + pool_layers + l])
+                .zip(&sim.stages[1 + pool_layers + l])
                 .filter(|(b, q)| **b as i32 != **q)
                 .count();
         }
@@ -132,6 +134,7 @@ fn check_cnn(hidden: Vec<usize>, batch_norm: bool, pooling: Pooling) {
         .filter(|&&i| {
             circuit
                 .run_exact(&circuit.input_codes(data.test.image(i)))
+                .unwrap()
                 .prediction
                 == data.test.labels[i] as usize
         })

@@ -26,7 +26,9 @@ fn burn_forward_and_circuit_simulator_agree_on_integers_and_predictions() {
     let mut mismatches = 0usize;
     let mut pred_mismatches = 0usize;
     for (s, &i) in idx.iter().enumerate() {
-        let sim = circuit.run_exact(&circuit.input_codes(data.test.image(i)));
+        let sim = circuit
+            .run_exact(&circuit.input_codes(data.test.image(i)))
+            .unwrap();
         for (l, t) in trace.hidden.iter().enumerate() {
             let d = t.out_codes.dims()[1];
             let burn_row = t
@@ -36,7 +38,7 @@ fn burn_forward_and_circuit_simulator_agree_on_integers_and_predictions() {
                 .into_data()
                 .try_into_vec::<f32>()
                 .unwrap();
-            for (b, &q) in burn_row.iter().zip(&sim.hidden[l]) {
+            for (b, &q) in burn_row.iter().zip(&sim.stages[l]) {
                 values += 1;
                 mismatches += (*b as i32 != q) as usize;
             }

@@ -2,7 +2,7 @@
 
 use crate::keys::ClientKey;
 use crate::server::RuntimeError;
-use qfhe_export::Circuit;
+use qfhe_circuit::Circuit;
 use tfhe::core_crypto::prelude::*;
 
 /// A client for one circuit, holding the secret key.
@@ -29,35 +29,23 @@ impl<'a> Client<'a> {
         Ok(Self { key, circuit })
     }
 
-    /// Encrypt input codes (`features` values in `[0, 2^in_bits - 1]`) as LWE ciphertexts under
+    /// Encrypt input codes (`features` values in `[0, 2^bits - 1]`) as LWE ciphertexts under
     /// the big key, each `x · Δ_in` on the torus.
     ///
     /// # Errors
-    /// [`RuntimeError::Input`] for a wrong length or an out-of-range code.
+    /// [`RuntimeError::Circuit`] for a wrong length or an out-of-range code.
     pub fn encrypt(&self, codes: &[i32]) -> Result<Vec<LweCiphertextOwned<u64>>, RuntimeError> {
         let c = self.circuit;
-        if codes.len() != c.features {
-            return Err(RuntimeError::Input(format!(
-                "{} input codes, the circuit takes {}",
-                codes.len(),
-                c.features
-            )));
-        }
-        let qmax = (1i32 << c.in_bits) - 1;
-        if let Some(v) = codes.iter().find(|&&v| !(0..=qmax).contains(&v)) {
-            return Err(RuntimeError::Input(format!(
-                "input code {v} outside [0, {qmax}]"
-            )));
-        }
+        c.check_input(codes)?;
         let p = &self.key.params.set;
-        let delta = c.input_torus_delta();
+        let delta = c.input.delta;
         let mut gen = self.key.encryption.lock().expect("encryption generator");
         Ok(codes
             .iter()
             .map(|&x| {
                 allocate_and_encrypt_new_lwe_ciphertext(
                     &self.key.big_sk,
-                    Plaintext(x as u64 * delta),
+                    Plaintext((x as u64).wrapping_mul(delta)),
                     p.glwe_noise_distribution,
                     p.ciphertext_modulus,
                     &mut *gen,
@@ -66,26 +54,74 @@ impl<'a> Client<'a> {
             .collect())
     }
 
-    /// Decrypt the output layer's ciphertexts to accumulators (the server added each output's
-    /// placement shift; it is removed here).
-    pub fn decrypt_output(&self, cts: &[LweCiphertextOwned<u64>]) -> Vec<i64> {
-        let o = &self.circuit.output;
-        cts.iter()
-            .enumerate()
-            .map(|(j, ct)| o.decode(j, decrypt_lwe_ciphertext(&self.key.big_sk, ct).0))
-            .collect()
+    /// Check ciphertexts handed to the client: `count` of them, each of `k·N + 1` words.
+    fn check(
+        &self,
+        what: &str,
+        count: usize,
+        cts: &[LweCiphertextOwned<u64>],
+    ) -> Result<(), RuntimeError> {
+        if cts.len() != count {
+            return Err(RuntimeError::Input(format!(
+                "{} {what} ciphertexts, the circuit has {count}",
+                cts.len()
+            )));
+        }
+        let size = self.key.params.big_dim() + 1;
+        if let Some(i) = cts.iter().position(|ct| ct.lwe_size().0 != size) {
+            return Err(RuntimeError::Input(format!(
+                "{what} ciphertext {i} has {} words, the parameters take {size}",
+                cts[i].lwe_size().0
+            )));
+        }
+        Ok(())
     }
 
-    /// Decrypt hidden layer `l`'s PBS outputs to activation codes (trace mode only: a deployed
-    /// client never sees them).
-    pub fn decrypt_hidden(&self, l: usize, cts: &[LweCiphertextOwned<u64>]) -> Vec<i32> {
-        let delta = self.circuit.output_torus_delta(l);
-        cts.iter()
-            .map(|ct| decode_signed(decrypt_lwe_ciphertext(&self.key.big_sk, ct).0, delta) as i32)
-            .collect()
+    /// Decrypt the output layer's ciphertexts to accumulators (`d_out` values; the server
+    /// added each output's placement shift, removed here).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Input`] unless there is one ciphertext of the parameters' size per
+    /// output.
+    pub fn decrypt_output(
+        &self,
+        cts: &[LweCiphertextOwned<u64>],
+    ) -> Result<Vec<i64>, RuntimeError> {
+        let c = self.circuit;
+        self.check("output", c.output.d_out(), cts)?;
+        Ok(cts
+            .iter()
+            .enumerate()
+            .map(|(j, ct)| c.decode_output(j, decrypt_lwe_ciphertext(&self.key.big_sk, ct).0))
+            .collect())
+    }
+
+    /// Decrypt stage `s`'s PBS outputs to codes (trace mode only: a deployed client never sees
+    /// them).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Input`] for a stage the circuit does not have, or ciphertexts that are
+    /// not one of the parameters' size per neuron.
+    pub fn decrypt_stage(
+        &self,
+        s: usize,
+        cts: &[LweCiphertextOwned<u64>],
+    ) -> Result<Vec<i32>, RuntimeError> {
+        let stage = self.circuit.stages.get(s).ok_or_else(|| {
+            RuntimeError::Input(format!(
+                "stage {s} does not exist; the circuit has {}",
+                self.circuit.stages.len()
+            ))
+        })?;
+        self.check("stage", stage.d_out(), cts)?;
+        Ok(cts
+            .iter()
+            .map(|ct| {
+                decode_signed(decrypt_lwe_ciphertext(&self.key.big_sk, ct).0, stage.delta) as i32
+            })
+            .collect())
     }
 }
-
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,8 +1,8 @@
 //! Compilation: the noise check between a circuit and a parameter set.
 
 use crate::params::FheParams;
-use qfhe_export::{analyze, Circuit, LayerReport};
-use qfhe_quant::NoiseSpec;
+use qfhe_circuit::{analyze, Circuit, LayerReport};
+use qfhe_core::NoiseSpec;
 use serde::Serialize;
 
 /// Default target for the gross-error probability per PBS, log2.
@@ -64,13 +64,13 @@ pub fn compile(
         if l.log2_p_gross > target_log2 {
             let advice = if l.pbs > 0 {
                 format!(
-                    "Its narrowest table step is {:.0} slots against a noise std of {:.1} slots: retrain with a larger --min-step-slots (now {}), fewer activation bits, or a smaller hidden layer weight bit width; or relax --p-error.",
+                    "Its narrowest table step is {:.0} slots against a noise std of {:.1} slots: retrain with a larger minimum table step (min_step_slots, now {}), fewer activation bits or a smaller weight bit width; or accept a higher error probability.",
                     l.min_slots_per_step.unwrap_or(0.0),
                     l.max_sigma,
                     circuit.encoding.min_step_slots
                 )
             } else {
-                "The output accumulators' noise is too large for their range: lower the output weight bit width or the last hidden layer's width.".to_owned()
+                "The output accumulators' noise is too large for their range: lower the output weight bit width or the width of the stage the output layer reads.".to_owned()
             };
             return Err(CompileError::NoiseTooHigh {
                 layer: l.name.clone(),

@@ -2,7 +2,7 @@
 
 use crate::keys::EvalKey;
 use crate::params::FheParams;
-use qfhe_export::{Circuit, HiddenLayer};
+use qfhe_circuit::{Circuit, Source, Stage};
 use rayon::prelude::*;
 use tfhe::core_crypto::prelude::*;
 
@@ -10,7 +10,7 @@ use tfhe::core_crypto::prelude::*;
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The circuit was exported for other parameters.
-    #[error("the circuit was exported for polynomial size N = {circuit}, but the parameters ({name}) have N = {params}; re-export with --poly-size {params}, or choose parameters with N = {circuit}")]
+    #[error("the circuit was exported for polynomial size N = {circuit}, but the parameters ({name}) have N = {params}; train and export the model for N = {params}, or choose parameters with N = {circuit}")]
     ParamsMismatch {
         /// Circuit's N.
         circuit: u32,
@@ -22,6 +22,9 @@ pub enum RuntimeError {
     /// Bad input.
     #[error("bad input: {0}")]
     Input(String),
+    /// Input codes that do not fit the circuit.
+    #[error(transparent)]
+    Circuit(#[from] qfhe_circuit::CircuitError),
 }
 
 pub(crate) fn check_params(circuit: &Circuit, params: &FheParams) -> Result<(), RuntimeError> {
@@ -37,20 +40,20 @@ pub(crate) fn check_params(circuit: &Circuit, params: &FheParams) -> Result<(), 
 
 /// Ciphertexts of one evaluation.
 pub struct Evaluation {
-    /// PBS outputs of each hidden layer when kept (trace mode), else empty.
-    pub hidden: Vec<Vec<LweCiphertextOwned<u64>>>,
+    /// PBS outputs of each stage when kept (trace mode), else empty.
+    pub stages: Vec<Vec<LweCiphertextOwned<u64>>>,
     /// Output-layer accumulators, to be decrypted by the client.
     pub output: Vec<LweCiphertextOwned<u64>>,
-    /// Most ciphertexts this sample held at once: its inputs, the layers still held and the
-    /// layer being produced (each `(n + 1) · 8` bytes, see [`Server::ciphertext_bytes`]).
+    /// Most ciphertexts this sample held at once: its inputs, the stages still to be read and
+    /// the stage being produced (each `(n + 1) · 8` bytes, see [`Server::ciphertext_bytes`]).
     pub peak_ciphertexts: usize,
 }
 
-/// A server for one circuit: evaluation keys plus one LUT per hidden neuron, built once.
+/// A server for one circuit: evaluation keys plus one LUT per stage neuron, built once.
 pub struct Server<'a> {
     circuit: &'a Circuit,
     key: &'a EvalKey,
-    /// `luts[l][j]`: the trivially encrypted GLWE LUT of hidden neuron `j` of layer `l`.
+    /// `luts[s][j]`: the trivially encrypted GLWE LUT of neuron `j` of stage `s`.
     luts: Vec<Vec<GlweCiphertextOwned<u64>>>,
 }
 
@@ -62,9 +65,9 @@ struct Scratch {
 }
 
 impl<'a> Server<'a> {
-    /// Prepare `circuit` for evaluation with `key`: one LUT polynomial per hidden neuron, whose
-    /// coefficient `s` is `level(s) · Δ_next` (the table read at slot `s`, written in the next
-    /// stage's encoding).
+    /// Prepare `circuit` for evaluation with `key`: one LUT polynomial per stage neuron, whose
+    /// coefficient `u` is `level(u) · Δ` (the table read at slot `u`, written at the stage's
+    /// own output scale; negative codes wrap modulo `2^64`).
     ///
     /// # Errors
     /// [`RuntimeError::ParamsMismatch`] if the circuit's polynomial size differs from the keys'.
@@ -73,17 +76,15 @@ impl<'a> Server<'a> {
         let p = &key.params.set;
         let n = p.polynomial_size.0;
         let luts = circuit
-            .hidden
+            .stages
             .iter()
-            .enumerate()
-            .map(|(l, layer)| {
-                let delta_next = circuit.output_torus_delta(l);
-                layer
+            .map(|stage| {
+                stage
                     .neurons
                     .iter()
                     .map(|neuron| {
                         let body: Vec<u64> = (0..n as i64)
-                            .map(|s| neuron.level_at(s) as u64 * delta_next)
+                            .map(|u| (neuron.level_at(u) as i64 as u64).wrapping_mul(stage.delta))
                             .collect();
                         allocate_and_trivially_encrypt_new_glwe_ciphertext(
                             p.glwe_dimension.to_glwe_size(),
@@ -116,92 +117,122 @@ impl<'a> Server<'a> {
         }
     }
 
-    /// Evaluate the circuit on the encrypted inputs of one sample, keeping every hidden layer's
-    /// PBS outputs (for trace mode and tests); see [`Server::evaluate_batch`].
+    /// Evaluate the circuit on the encrypted inputs of one sample, keeping every stage's PBS
+    /// outputs (for trace mode and tests); see [`Server::evaluate_batch`].
     ///
     /// # Errors
-    /// [`RuntimeError::Input`] if the number of ciphertexts is not the circuit's input width.
+    /// As [`Server::evaluate_batch`].
     pub fn evaluate(&self, inputs: &[LweCiphertextOwned<u64>]) -> Result<Evaluation, RuntimeError> {
         let mut out = self.evaluate_batch(&[inputs], true)?;
         Ok(out.pop().expect("one sample in, one out"))
     }
 
+    /// Check one sample's ciphertexts: the circuit's input width, each of `k·N + 1` words under
+    /// the native modulus.
+    fn check_ciphertexts(
+        &self,
+        s: usize,
+        x: &[LweCiphertextOwned<u64>],
+    ) -> Result<(), RuntimeError> {
+        if x.len() != self.circuit.features() {
+            return Err(RuntimeError::Input(format!(
+                "sample {s}: {} ciphertexts, the circuit takes {}",
+                x.len(),
+                self.circuit.features()
+            )));
+        }
+        let size = self.key.params.big_dim() + 1;
+        let modulus = self.key.params.set.ciphertext_modulus;
+        if let Some((i, ct)) = x
+            .iter()
+            .enumerate()
+            .find(|(_, ct)| ct.lwe_size().0 != size || ct.ciphertext_modulus() != modulus)
+        {
+            return Err(RuntimeError::Input(format!(
+                "sample {s}, ciphertext {i}: {} words (modulus {:?}), the parameters take {size} words under the native modulus",
+                ct.lwe_size().0,
+                ct.ciphertext_modulus()
+            )));
+        }
+        Ok(())
+    }
+
     /// Evaluate the circuit on a batch of samples' encrypted inputs (`batch[s]`: the circuit's
-    /// `features` ciphertexts of sample `s`). Layer by layer, every (sample, neuron) pair runs
-    /// in parallel on the rayon pool (GEMM row, keyswitch, centered modulus switch, blind
-    /// rotation, sample extraction), so a batch keeps all threads busy even on narrow layers.
-    /// Without `keep_hidden`, a layer's outputs are freed once the next layer has read them.
+    /// `features` ciphertexts of sample `s`). Stage by stage, every (sample, neuron) pair runs
+    /// in parallel on the rayon pool (GEMM row over the stage's sources, keyswitch, centered
+    /// modulus switch, blind rotation, sample extraction), so a batch keeps all threads busy
+    /// even on narrow stages. Without `keep_stages`, a stage's outputs are freed once its last
+    /// reader has run.
     ///
     /// # Errors
     /// [`RuntimeError::Input`] if a sample's number of ciphertexts is not the circuit's input
-    /// width.
+    /// width, or a ciphertext's size or modulus is not the parameters'.
     pub fn evaluate_batch(
         &self,
         batch: &[&[LweCiphertextOwned<u64>]],
-        keep_hidden: bool,
+        keep_stages: bool,
     ) -> Result<Vec<Evaluation>, RuntimeError> {
-        if let Some(bad) = batch.iter().find(|x| x.len() != self.circuit.features) {
-            return Err(RuntimeError::Input(format!(
-                "{} ciphertexts, the circuit takes {}",
-                bad.len(),
-                self.circuit.features
-            )));
+        for (s, x) in batch.iter().enumerate() {
+            self.check_ciphertexts(s, x)?;
         }
-        let tpu = self.circuit.encoding.torus_per_unit();
+        let c = self.circuit;
+        let tpu = c.encoding.torus_per_unit();
         let b = batch.len();
-        // outputs[l][s]: layer l's PBS outputs for sample s (empty once freed).
+        let last_reader = c.last_readers();
+        // outputs[k][s]: stage k's PBS outputs for sample s (empty once freed).
         let mut outputs: Vec<Vec<Vec<LweCiphertextOwned<u64>>>> = Vec::new();
-        let mut live = self.circuit.features;
+        let mut live = c.features();
         let mut peak = live;
-        for (l, layer) in self.circuit.hidden.iter().enumerate() {
-            let d = layer.d_out;
-            let x = |s: usize| -> &[LweCiphertextOwned<u64>] {
-                if l == 0 {
-                    batch[s]
-                } else {
-                    &outputs[l - 1][s]
-                }
-            };
+        for (k, stage) in c.stages.iter().enumerate() {
+            let d = stage.d_out();
+            let gathered: Vec<Vec<&LweCiphertextOwned<u64>>> = (0..b)
+                .map(|s| gather(&stage.gemm, batch[s], &outputs, s))
+                .collect();
+            let units = c.delta_in_units(k);
             let flat: Vec<_> = (0..b * d)
                 .into_par_iter()
                 .map_init(
                     || self.scratch(),
                     |scratch, i| {
                         let (s, j) = (i / d, i % d);
-                        let n = &layer.neurons[j];
-                        let c = n.mult / layer.delta_in;
+                        let n = &stage.neurons[j];
                         // Half a phase unit keeps every phase off the slot boundaries.
                         let offset = (n.offset as u64).wrapping_mul(tpu).wrapping_add(tpu / 2);
-                        let acc = gemm_row(layer.row(j), layer.row_inputs(j), c, x(s), offset);
-                        self.bootstrap(&acc, &self.luts[l][j], scratch)
+                        let acc = gemm_row(
+                            stage.gemm.row(j),
+                            stage.gemm.row_inputs(j),
+                            n.mult / units,
+                            &gathered[s],
+                            offset,
+                        );
+                        self.bootstrap(&acc, &self.luts[k][j], scratch)
                     },
                 )
                 .collect();
             let mut it = flat.into_iter();
-            let per_sample = (0..b).map(|_| it.by_ref().take(d).collect()).collect();
+            outputs.push((0..b).map(|_| it.by_ref().take(d).collect()).collect());
             live += d;
             peak = peak.max(live);
-            if !keep_hidden && l > 0 {
-                live -= self.circuit.hidden[l - 1].d_out;
-                outputs[l - 1] = Vec::new();
+            if !keep_stages {
+                for (done, &r) in last_reader.iter().enumerate() {
+                    if r == k && !outputs[done].is_empty() {
+                        live -= c.stages[done].d_out();
+                        outputs[done] = Vec::new();
+                    }
+                }
             }
-            outputs.push(per_sample);
         }
-        let o = &self.circuit.output;
-        peak = peak.max(live + o.d_out);
-        let last = outputs.len();
+        let o = &c.output;
+        peak = peak.max(live + o.d_out());
+        let delta = c.output_delta();
         let results: Vec<Vec<_>> = (0..b)
             .map(|s| {
-                let x: &[LweCiphertextOwned<u64>] = if last == 0 {
-                    batch[s]
-                } else {
-                    &outputs[last - 1][s]
-                };
-                (0..o.d_out)
+                let x = gather(&o.gemm, batch[s], &outputs, s);
+                (0..o.d_out())
                     .into_par_iter()
                     .map(|j| {
-                        let offset = (o.placement(j) as u64).wrapping_mul(o.delta);
-                        gemm_row(&o.weights[j * o.d_in..(j + 1) * o.d_in], None, 1, x, offset)
+                        let offset = (c.output_placement(j) as u64).wrapping_mul(delta);
+                        gemm_row(o.gemm.row(j), o.gemm.row_inputs(j), 1, &x, offset)
                     })
                     .collect()
             })
@@ -210,7 +241,7 @@ impl<'a> Server<'a> {
             .into_iter()
             .enumerate()
             .map(|(s, output)| Evaluation {
-                hidden: if keep_hidden {
+                stages: if keep_stages {
                     outputs
                         .iter_mut()
                         .map(|l| std::mem::take(&mut l[s]))
@@ -260,21 +291,42 @@ impl<'a> Server<'a> {
         self.circuit
     }
 
-    /// Number of hidden layers.
-    pub fn layers(&self) -> &[HiddenLayer] {
-        &self.circuit.hidden
+    /// The circuit's stages.
+    pub fn stages(&self) -> &[Stage] {
+        &self.circuit.stages
     }
+}
+
+/// Sample `s`'s ciphertexts that GEMM `g` reads, concatenated in source order (references, not
+/// copies): `batch` for the input, `outputs[k][s]` for stage `k`.
+fn gather<'a>(
+    g: &qfhe_circuit::Gemm,
+    input: &'a [LweCiphertextOwned<u64>],
+    outputs: &'a [Vec<Vec<LweCiphertextOwned<u64>>>],
+    s: usize,
+) -> Vec<&'a LweCiphertextOwned<u64>> {
+    let mut x = Vec::with_capacity(g.d_in);
+    for &src in &g.sources {
+        match src {
+            Source::Input => x.extend(input.iter()),
+            Source::Stage(k) => x.extend(outputs[k][s].iter()),
+        }
+    }
+    x
 }
 
 /// `c · Σ_t w_t · ct[input(t)] + offset` over ciphertexts, where `input(t)` is `indices[t]`
 /// (sparse rows: convolutions by index) or `t` (dense). Inputs sharing a weight value are summed
 /// first (additions vectorise; multiplications by a 64-bit scalar do not), then each partial
 /// sum is multiplied once: `2^w_bits - 2` multiplications per row instead of one per weight.
+///
+/// # Panics
+/// If `inputs` is empty or an index is out of range (the server passes validated circuits).
 pub fn gemm_row(
     weights: &[i32],
     indices: Option<&[u32]>,
     c: i64,
-    inputs: &[LweCiphertextOwned<u64>],
+    inputs: &[&LweCiphertextOwned<u64>],
     offset: u64,
 ) -> LweCiphertextOwned<u64> {
     let size = inputs[0].lwe_size();
@@ -286,7 +338,7 @@ pub fn gemm_row(
         partial.iter_mut().for_each(|v| *v = 0);
         let mut any = false;
         for t in (0..weights.len()).filter(|&t| weights[t] == w) {
-            let ct = &inputs[indices.map_or(t, |ix| ix[t] as usize)];
+            let ct = inputs[indices.map_or(t, |ix| ix[t] as usize)];
             for (p, &v) in partial.iter_mut().zip(ct.as_ref()) {
                 *p = p.wrapping_add(v);
             }
@@ -305,13 +357,16 @@ pub fn gemm_row(
 }
 
 impl Server<'_> {
-    /// Measured PBS throughput of the rayon pool, in seconds per KS+PBS: `count` bootstraps of
+    /// Measured PBS throughput of the rayon pool, in seconds per KS+PBS (0 for a circuit
+    /// without stages): `count` bootstraps of
     /// random-looking ciphertexts (random masks and bodies; all-zero inputs would skip work and
-    /// time 100× too fast) through the first layer's LUTs in turn, so that, as in a real layer,
+    /// time 100× too fast) through the first stage's LUTs in turn, so that, as in a real layer,
     /// each PBS reads a different table rather than one that stays in cache.
     pub fn seconds_per_pbs(&self, count: usize) -> f64 {
+        let Some(luts) = self.luts.first() else {
+            return 0.0;
+        };
         let inputs = random_ciphertexts(count, self.key.params.big_dim());
-        let luts = &self.luts[0];
         let start = std::time::Instant::now();
         let _out: Vec<_> = inputs
             .par_iter()
@@ -326,8 +381,11 @@ impl Server<'_> {
 }
 
 impl Server<'_> {
-    /// One KS + PBS of `ct` (a ciphertext under the big key) through hidden neuron `(0, 0)`'s
+    /// One KS + PBS of `ct` (a ciphertext under the big key) through stage 0, neuron 0's
     /// LUT, with freshly allocated scratch space: the unit the benchmarks time.
+    ///
+    /// # Panics
+    /// If the circuit has no stage.
     pub fn bootstrap_one(&self, ct: &LweCiphertextOwned<u64>) -> LweCiphertextOwned<u64> {
         let mut s = self.scratch();
         self.bootstrap(ct, &self.luts[0][0], &mut s)

@@ -1,21 +1,17 @@
-//! Quantization semantics for qfhe.
+//! Fake quantization for Burn: the training-side half of qfhe's quantization semantics.
 //!
-//! Everything that decides *which integers* a quantized network computes lives here, once, and
-//! is used by both the Burn QAT forward pass (`qfhe-train`) and the exported circuit's simulator
-//! (`qfhe-export`):
-//! * [`scheme`]: bit widths, code ranges and the input quantizer;
-//! * [`encoding`]: how a neuron's accumulator is placed on the PBS torus (per-neuron integer row
-//!   multipliers, offsets, slot rounding) and the activation LUT evaluated at slot centres;
-//! * [`bounds`]: worst-case accumulator ranges and bit widths;
-//! * [`ste`]: straight-through estimators and LSQ gradient scaling for Burn;
-//! * [`layers`]: fake-quantized Burn modules (linear layer, activation quantizer).
+//! The rules themselves (bit widths, the torus encoding, accumulator bounds) live in the
+//! Burn-free `qfhe-core` and are re-exported here; this crate adds the Burn modules that apply
+//! them in the QAT forward pass:
+//! * [`ste`]: straight-through estimators and LSQ gradient scaling;
+//! * [`layers`]: fake-quantized linear layer, activation quantizer, slot rounding;
+//! * [`conv`]: fake-quantized 2-D convolution, its im2col-by-index lowering, exact sum pooling.
 
-pub mod bounds;
 pub mod conv;
-pub mod encoding;
 pub mod layers;
-pub mod scheme;
 pub mod ste;
 
-pub use bounds::RowStats;
-pub use encoding::{EncodingConfig, EncodingError, LayerEncoding, NeuronEncoding, NoiseSpec};
+pub use qfhe_core::{bounds, encoding, scheme};
+pub use qfhe_core::{
+    EncodingConfig, EncodingError, LayerEncoding, NeuronEncoding, NoiseSpec, RowStats,
+};

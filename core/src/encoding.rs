@@ -1,7 +1,7 @@
 //! Placing accumulators on the PBS torus: the encoding that makes every hidden neuron's
 //! accumulator narrow and noise-bounded by construction.
 //!
-//! # Model (see `../shared/notes/design.md` and DESIGN.md)
+//! # Model (see docs/DESIGN.md)
 //! A PBS at polynomial size `N` reads its input phase modulo `2N` ("slots" of `2^64 / 2N` torus
 //! units; `2^52` at `N = 2048`); with one padding bit only the half torus `[0, N)` slots is
 //! usable. tfhe-rs's centered modulus switch subtracts half a slot from the body, so the slot
@@ -211,9 +211,10 @@ impl LayerEncoding {
 }
 
 /// Why no encoding exists for a layer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EncodingError {
     /// A neuron's worst-case range needs more phase units than the half torus holds.
+    #[error("neuron {neuron}: worst-case accumulator range {range} exceeds the {max} phase units the half torus holds; lower the weight or activation bit width, or train with a larger minimum table step (min_step_slots), which tightens the accumulator bound")]
     RangeTooWide {
         /// Neuron index.
         neuron: usize,
@@ -223,19 +224,6 @@ pub enum EncodingError {
         max: i64,
     },
 }
-
-impl std::fmt::Display for EncodingError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::RangeTooWide { neuron, range, max } => write!(
-                f,
-                "neuron {neuron}: worst-case accumulator range {range} exceeds the {max} phase units the half torus holds; lower the weight or activation bit width, or train with a tighter accumulator bound (--min-step-slots)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for EncodingError {}
 
 /// Accumulator units per output step of each neuron, `s_out / (s_in · s_w_j)`, from the `f32`
 /// scales (computed in `f64` so training and export derive identical encodings).

@@ -31,9 +31,38 @@ impl RowStats {
         }
     }
 
-    /// Width of the worst-case range, `acc_max - acc_min` (accumulator units).
+    /// Width of the worst-case range, `acc_max - acc_min` (accumulator units; saturating).
     pub fn range(&self) -> i64 {
-        self.acc_max - self.acc_min
+        self.acc_max.saturating_sub(self.acc_min)
+    }
+}
+
+/// Builds the [`RowStats`] of a row whose inputs have their own (possibly signed) ranges.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowAccumulator {
+    acc_min: i64,
+    acc_max: i64,
+    sq: f64,
+}
+
+impl RowAccumulator {
+    /// Add weight `w` reading an input in `[lo, hi]`: the worst cases move by `min(w·lo, w·hi)`
+    /// and `max(w·lo, w·hi)`, saturating at the `i64` range (a saturated range can never be
+    /// encoded, so it is refused downstream rather than wrapped).
+    pub fn add(&mut self, w: i32, lo: i32, hi: i32) {
+        let (a, b) = (w as i64 * lo as i64, w as i64 * hi as i64);
+        self.acc_min = self.acc_min.saturating_add(a.min(b));
+        self.acc_max = self.acc_max.saturating_add(a.max(b));
+        self.sq += (w as f64) * (w as f64);
+    }
+
+    /// The statistics of the weights added so far.
+    pub fn finish(self) -> RowStats {
+        RowStats {
+            acc_min: self.acc_min,
+            acc_max: self.acc_max,
+            l2: self.sq.sqrt(),
+        }
     }
 }
 
@@ -55,6 +84,25 @@ mod tests {
         assert_eq!(s.acc_max, 28);
         assert_eq!(s.range(), 63);
         assert!((s.l2 - 23f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn signed_input_ranges_accumulate_exact_worst_cases() {
+        let mut a = RowAccumulator::default();
+        for (w, lo, hi) in [(3, -2, 5), (-2, -2, 5), (1, 0, 7)] {
+            a.add(w, lo, hi);
+        }
+        let s = a.finish();
+        // 3·[-2, 5] = [-6, 15]; -2·[-2, 5] = [-10, 4]; 1·[0, 7] = [0, 7].
+        assert_eq!((s.acc_min, s.acc_max), (-16, 26));
+        assert!((s.l2 - 14f64.sqrt()).abs() < 1e-12);
+        let unsigned = RowStats::of_row(&[3, -2, 1], 7);
+        let mut a = RowAccumulator::default();
+        for w in [3, -2, 1] {
+            a.add(w, 0, 7);
+        }
+        let same = a.finish();
+        assert_eq!(same, unsigned);
     }
 
     #[test]

@@ -1,0 +1,30 @@
+//! The qfhe circuit and its clear-integer semantics, with no tensor library: what a server or a
+//! client needs, without the trainer.
+//!
+//! * [`ir`]: the circuit — a graph of GEMM + PBS stages over integer codes with per-slot tables,
+//!   and an output GEMM the client decrypts;
+//! * [`format`]: the versioned JSON file, read with upgrades from older versions;
+//! * [`validate`]: every invariant the simulators and the runtime rely on, checked arithmetic;
+//! * [`lut`]: building a neuron's table from its encoding and activation arithmetic, and the
+//!   output layer's scale;
+//! * [`simulate`]: the exact simulator ("quantized" predictions, which FHE must reproduce) and the
+//!   noise-model simulator (FHE noise in clear, "simulated" predictions);
+//! * [`analysis`]: per-stage ranges, bit widths, slots per step, noise, predicted flip rates and
+//!   gross-error probabilities.
+
+pub mod analysis;
+pub mod error;
+pub mod fixtures;
+pub mod format;
+pub mod ir;
+pub mod lut;
+pub mod simulate;
+pub mod validate;
+
+pub use analysis::{analyze, LayerReport};
+pub use error::CircuitError;
+pub use ir::{
+    Circuit, Gemm, Input, Meta, Neuron, OutputLayer, Source, Stage, Table, FORMAT_VERSION,
+    OLDEST_READABLE_VERSION,
+};
+pub use simulate::{argmax, ExactTrace, NoiseModel};
