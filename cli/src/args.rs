@@ -1,5 +1,6 @@
 //! Command-line arguments.
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -86,19 +87,19 @@ pub struct ModelArgs {
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
     /// CNN: convolution output channels.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=4096).map(|v| v as usize))]
     pub conv_channels: usize,
     /// CNN: square kernel size.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=64).map(|v| v as usize))]
     pub kernel: usize,
     /// CNN: convolution stride.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64).map(|v| v as usize))]
     pub stride: usize,
     /// CNN: zero padding on each side.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64).map(|v| v as usize))]
     pub padding: usize,
     /// CNN: pooling window (and stride); 1 for none.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64).map(|v| v as usize))]
     pub pool: usize,
     /// CNN: pooling after the convolution's activations. Max pooling costs 6 PBS per 2×2 window
     /// (shown in the per-layer table), average pooling none.
@@ -108,17 +109,17 @@ pub struct ModelArgs {
     /// used, then folded into the convolution before QAT).
     #[arg(long)]
     pub no_batch_norm: bool,
-    /// Weight bits of the hidden layers.
-    #[arg(long, default_value_t = 3)]
+    /// Weight bits of the hidden layers (2 to 8).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=8))]
     pub w_bits: u32,
-    /// Weight bits of the output layer (decrypted directly, no PBS).
-    #[arg(long, default_value_t = 4)]
+    /// Weight bits of the output layer (decrypted directly, no PBS; 2 to 8).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=8))]
     pub out_w_bits: u32,
-    /// Activation bits.
-    #[arg(long, default_value_t = 3)]
+    /// Activation bits (2 to 8).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=8))]
     pub a_bits: u32,
-    /// Input bits (default: the activation bits).
-    #[arg(long)]
+    /// Input bits (1 to 8; default: the activation bits).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub in_bits: Option<u32>,
     /// Epochs of fp32 training (the fp32 column; as many as QAT gets in total, for a fair
     /// comparison).
@@ -139,18 +140,18 @@ pub struct ModelArgs {
     #[arg(long)]
     pub no_qat_noise: bool,
     /// Mini-batch size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1 << 20).map(|v| v as usize))]
     pub batch_size: usize,
     /// Narrowest table step to train for, in PBS slots (accumulator-aware bound): wider steps
     /// mean fewer off-by-one flips and lower gross-error probability, at some accuracy cost.
-    #[arg(long, default_value_t = 40.0)]
+    #[arg(long, default_value_t = 40.0, value_parser = positive_finite)]
     pub min_step_slots: f64,
     /// PBS polynomial size the circuit is encoded for (2048 or 8192).
     #[arg(long, default_value_t = 2048)]
     pub poly_size: u32,
     /// Training backend: flex (CPU), ndarray (needs the `ndarray` feature), wgpu (needs `wgpu`).
-    #[arg(long, default_value = "flex")]
-    pub device: String,
+    #[arg(long, value_enum, default_value = "flex")]
+    pub device: DeviceArg,
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -185,13 +186,13 @@ pub struct FheArgs {
     pub fhe_samples: usize,
     /// Samples evaluated together: their PBS share the thread pool, so throughput rises on
     /// narrow layers, and each sample's latency becomes the batch's wall time.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096).map(|v| v as usize))]
     pub fhe_batch: usize,
     /// Threads for the server's PBS (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096).map(|v| v as usize))]
     pub threads: Option<usize>,
     /// Largest acceptable gross-error probability per PBS, as log2 (default 2^-40).
-    #[arg(long, default_value_t = -40.0, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = -40.0, allow_hyphen_values = true, value_parser = negative_log2)]
     pub p_error_log2: f64,
     /// Decrypt every layer's outputs and compare them with the exact simulator and the noise
     /// model's prediction (for a few samples; a deployed client never sees hidden layers). The
@@ -229,4 +230,51 @@ pub struct RunArgs {
     /// Folder for the model, circuit, report.json and report.md.
     #[arg(long, default_value = "qfhe-out")]
     pub out: PathBuf,
+}
+
+/// Training backends (`--device`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceArg {
+    /// burn-flex on the CPU.
+    Flex,
+    /// burn-ndarray on the CPU (needs the `ndarray` cargo feature).
+    Ndarray,
+    /// burn-wgpu (needs the `wgpu` cargo feature).
+    Wgpu,
+}
+
+impl DeviceArg {
+    /// The trainer's device choice.
+    pub fn choice(self) -> qfhe_train::DeviceChoice {
+        match self {
+            Self::Flex => qfhe_train::DeviceChoice::Flex,
+            Self::Ndarray => qfhe_train::DeviceChoice::Ndarray,
+            Self::Wgpu => qfhe_train::DeviceChoice::Wgpu,
+        }
+    }
+
+    /// The name as given on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
+            Self::Wgpu => "wgpu",
+        }
+    }
+}
+
+fn positive_finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of slots")),
+    }
+}
+
+fn negative_log2(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (-200.0..0.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a log2 probability in [-200, 0), e.g. -40"
+        )),
+    }
 }

@@ -110,8 +110,7 @@ pub fn train_model_cmd(
         seed: args.seed,
         ..TrainConfig::default()
     };
-    let device = select_device(args.device.parse().map_err(anyhow::Error::msg)?)
-        .map_err(anyhow::Error::msg)?;
+    let device = select_device(args.device.choice()).map_err(anyhow::Error::msg)?;
     let in_bits = args.in_bits.unwrap_or(args.a_bits);
     let (trained, report) = match args.model {
         ModelKind::Mlp => {
@@ -146,7 +145,7 @@ pub fn train_model_cmd(
                 );
             }
             // Known bug (docs/DESIGN.md): with batch norm, QAT on wgpu starts from a dead model.
-            let wgpu = args.device == "wgpu";
+            let wgpu = args.device == crate::args::DeviceArg::Wgpu;
             if wgpu && !args.no_batch_norm {
                 eprintln!("note: batch norm is off on --device wgpu (QAT after folding it fails there; see docs/DESIGN.md)");
             }
@@ -175,15 +174,7 @@ pub fn train_model_cmd(
                 in_bits,
                 encoding,
             };
-            config.validate().map_err(anyhow::Error::msg)?;
-            let [_, ph, pw] = config.pooled_shape();
-            if ph == 0 || pw == 0 {
-                bail!(
-                    "--pool {} is larger than the {:?} convolution output",
-                    args.pool,
-                    config.conv_shape()
-                );
-            }
+            config.validate()?;
             announce(&config.arch(), data, args);
             let (m, r) = train_model(|d| QCnn::new(config, d), &tc, data, &device)?;
             (Trained::Cnn(Box::new(m)), r)
@@ -200,7 +191,7 @@ fn announce(arch: &str, data: &Dataset, args: &ModelArgs) {
         data.test.len(),
         args.w_bits,
         args.a_bits,
-        args.device
+        args.device.name()
     );
 }
 
@@ -234,6 +225,16 @@ pub fn load_model(dir: &Path) -> anyhow::Result<(Trained, ModelInfo)> {
             dir.display()
         )
     };
+    match &info.model {
+        ModelSpec::Mlp(c) => c.validate(),
+        ModelSpec::Cnn(c) => c.validate(),
+    }
+    .with_context(|| {
+        format!(
+            "{} describes a model qfhe cannot build",
+            info_path.display()
+        )
+    })?;
     let model = match &info.model {
         ModelSpec::Mlp(c) => Trained::Mlp(
             QMlp::new(c.clone(), &device)

@@ -5,9 +5,11 @@
 //! whose `1/p²` folds into the next layer's scale, so it costs no PBS.
 
 use crate::dense::{dense_stack_forward, read_slots, DenseInput, HiddenTrace};
+use crate::model::check_bits;
 use crate::qat::{PhaseNoise, QatModel};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
+use qfhe_core::ModelError;
 use qfhe_quant::conv::{conv_row_stats, max_pool, sum_pool, ConvGeometry, QuantConv2d};
 use qfhe_quant::encoding::{acc_per_step, choose_layer_encoding, InputKind};
 use qfhe_quant::layers::{AccumulatorBound, ActQuant, QuantLinear};
@@ -108,18 +110,64 @@ impl CnnConfig {
         self.pooled_shape().iter().product()
     }
 
-    /// Check what the lowering supports: max pooling only with 2×2 windows.
+    /// Check the geometry and bit widths (a configuration read from a file may hold
+    /// anything): every size at least 1, the kernel inside the padded input, a pooled output
+    /// of at least one value, max pooling only with 2×2 windows, bits in range.
     ///
     /// # Errors
-    /// A message naming the option to change.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.pooling == Pooling::Max && self.pool != 2 {
-            return Err(format!(
-                "max pooling is lowered for 2x2 windows only (got --pool {}): use --pool 2 or --pooling average",
-                self.pool
-            ));
+    /// [`ModelError::Range`] naming the field and its bound.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |field: &str, value: usize, bound: String| {
+            Err(ModelError::Range {
+                field: field.into(),
+                value: value.to_string(),
+                bound,
+            })
+        };
+        let [c_in, h, w] = self.input;
+        for (field, v) in [
+            ("input", c_in.min(h).min(w)),
+            ("channels", self.channels),
+            ("kernel", self.kernel),
+            ("stride", self.stride),
+            ("pool", self.pool),
+            ("classes", self.classes),
+        ] {
+            if v == 0 || v > 1 << 16 {
+                return bad(field, v, "[1, 65536]".into());
+            }
         }
-        Ok(())
+        if let Some(&d) = self.hidden.iter().find(|&&d| d == 0 || d > 1 << 20) {
+            return bad("hidden", d, "widths in [1, 1048576]".into());
+        }
+        let fits = |n: usize| self.padding <= 64 && self.kernel <= n + 2 * self.padding;
+        if !fits(h) || !fits(w) {
+            return bad(
+                "kernel",
+                self.kernel,
+                format!(
+                    "at most the {h}x{w} input plus twice the padding {}",
+                    self.padding
+                ),
+            );
+        }
+        let [_, ph, pw] = self.pooled_shape();
+        if ph == 0 || pw == 0 {
+            return bad(
+                "pool",
+                self.pool,
+                format!("at most the {:?} convolution output", self.conv_shape()),
+            );
+        }
+        if self.pooling == Pooling::Max && self.pool != 2 {
+            return bad(
+                "pool",
+                self.pool,
+                "2 for max pooling (it is lowered for 2x2 windows only), or use average pooling"
+                    .into(),
+            );
+        }
+        check_bits(self.w_bits, self.out_w_bits, self.a_bits, self.in_bits)
     }
 
     /// PBS spent on pooling per sample (0 for average pooling).

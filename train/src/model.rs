@@ -4,6 +4,7 @@ pub use crate::dense::HiddenTrace;
 use crate::dense::{dense_stack_forward, DenseInput};
 use crate::qat::PhaseNoise;
 use burn::prelude::*;
+use qfhe_core::ModelError;
 use qfhe_quant::encoding::InputKind;
 use qfhe_quant::layers::{ActQuant, QuantLinear};
 use qfhe_quant::scheme::{input_scale, unsigned_qmax};
@@ -30,7 +31,50 @@ pub struct MlpConfig {
     pub encoding: EncodingConfig,
 }
 
+/// Check bit widths: weights and activations in `[2, 8]`, inputs in `[1, 8]`.
+///
+/// # Errors
+/// [`ModelError::Range`] naming the field.
+pub fn check_bits(
+    w_bits: u32,
+    out_w_bits: u32,
+    a_bits: u32,
+    in_bits: u32,
+) -> Result<(), ModelError> {
+    for (field, bits, lo) in [
+        ("w_bits", w_bits, 2),
+        ("out_w_bits", out_w_bits, 2),
+        ("a_bits", a_bits, 2),
+        ("in_bits", in_bits, 1),
+    ] {
+        if !(lo..=8).contains(&bits) {
+            return Err(ModelError::Range {
+                field: field.into(),
+                value: bits.to_string(),
+                bound: format!("[{lo}, 8] bits"),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl MlpConfig {
+    /// Check widths and bit widths (a configuration read from a file may hold anything).
+    ///
+    /// # Errors
+    /// [`ModelError::Range`] naming the field and its bound.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let widths = self.widths();
+        if let Some(&d) = widths.iter().find(|&&d| d == 0 || d > 1 << 22) {
+            return Err(ModelError::Range {
+                field: "inputs, hidden or classes".into(),
+                value: d.to_string(),
+                bound: "widths in [1, 4194304]".into(),
+            });
+        }
+        check_bits(self.w_bits, self.out_w_bits, self.a_bits, self.in_bits)
+    }
+
     /// Layer widths from input to output, e.g. `[784, 128, 10]`.
     pub fn widths(&self) -> Vec<usize> {
         let mut w = vec![self.inputs];

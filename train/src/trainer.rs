@@ -87,8 +87,11 @@ pub struct TrainReport {
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// A layer's accumulator range cannot be encoded.
-    #[error("layer cannot be encoded for the PBS: {0}")]
+    #[error(transparent)]
     Encoding(#[from] EncodingError),
+    /// The model configuration is out of range.
+    #[error(transparent)]
+    Model(#[from] qfhe_core::ModelError),
     /// The dataset does not fit the model.
     #[error("{0}")]
     Data(String),
