@@ -3,7 +3,6 @@
 use crate::args::{EvalArgs, FheArgs, RunArgs};
 use crate::report::{layer_table, FheReport, Latency, Report, TraceLayer};
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qfhe_circuit::simulate::{stage_decode_error, ExactTrace};
 use qfhe_circuit::{Circuit, NoiseModel};
 use qfhe_datasets::Dataset;
@@ -18,20 +17,6 @@ use std::time::Instant;
 const TRACE_SAMPLES: usize = 10;
 /// Noise draws per traced sample for the noise model's prediction.
 const TRACE_DRAWS: u64 = 200;
-
-fn progress(len: usize, label: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len as u64);
-    if !std::io::stderr().is_terminal() {
-        pb.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(label.to_owned());
-    pb
-}
 
 fn agreement(a: &[usize], b: &[usize]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
@@ -139,7 +124,11 @@ pub fn evaluate(
     );
 
     let n = fhe.fhe_samples.min(codes.len());
-    let pb = progress(n, "FHE");
+    let pb = crate::progress::bar(
+        n,
+        "FHE",
+        "{prefix:>8} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
+    );
     let mut latencies = Vec::with_capacity(n);
     let mut fhe_pred = Vec::with_capacity(n);
     let mut hidden_decrypted = Vec::new();

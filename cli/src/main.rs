@@ -3,12 +3,20 @@
 mod args;
 mod data;
 mod eval;
+mod progress;
 mod report;
 mod train_cmd;
 
 use clap::Parser;
 
 fn main() {
+    // The libraries report through `log` (e.g. fetching a dataset); show their messages.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            use std::io::Write;
+            writeln!(buf, "{}", record.args())
+        })
+        .init();
     let cli = args::Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

@@ -8,7 +8,7 @@ use qfhe_datasets::Dataset;
 use qfhe_export::{export_cnn, export_mlp};
 use qfhe_quant::EncodingConfig;
 use qfhe_train::{
-    select_device, train_model, CnnConfig, MlpConfig, QCnn, QMlp, TrainConfig, TrainReport,
+    select_device, train_model_with, CnnConfig, MlpConfig, QCnn, QMlp, TrainConfig, TrainReport,
 };
 use std::path::Path;
 
@@ -129,7 +129,11 @@ pub fn train_model_cmd(
                 encoding,
             };
             announce(&config.arch(), data, args);
-            let (m, r) = train_model(|d| QMlp::new(config, d), &tc, data, &device)?;
+            let mut shown = crate::progress::TrainProgress::default();
+            let (m, r) =
+                train_model_with(|d| QMlp::new(config, d), &tc, data, &device, &mut |e| {
+                    shown.show(e)
+                })?;
             (Trained::Mlp(m), r)
         }
         ModelKind::Cnn => {
@@ -176,7 +180,11 @@ pub fn train_model_cmd(
             };
             config.validate()?;
             announce(&config.arch(), data, args);
-            let (m, r) = train_model(|d| QCnn::new(config, d), &tc, data, &device)?;
+            let mut shown = crate::progress::TrainProgress::default();
+            let (m, r) =
+                train_model_with(|d| QCnn::new(config, d), &tc, data, &device, &mut |e| {
+                    shown.show(e)
+                })?;
             (Trained::Cnn(Box::new(m)), r)
         }
     };

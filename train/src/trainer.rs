@@ -2,16 +2,15 @@
 
 use crate::batch::{argmax_rows, code_inputs, float_inputs, one_hot};
 use crate::model::{MlpConfig, QMlp};
+use crate::progress::{Phase, TrainEvent};
 use crate::qat::{PhaseNoise, QatModel};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qfhe_datasets::{Dataset, ImageSet};
 use qfhe_quant::EncodingError;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use std::io::IsTerminal;
 use std::time::Instant;
 
 /// Training hyper-parameters.
@@ -97,20 +96,6 @@ pub enum TrainError {
     Data(String),
 }
 
-fn progress(len: usize, label: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len as u64);
-    if !std::io::stderr().is_terminal() {
-        pb.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(label.to_owned());
-    pb
-}
-
 fn cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     let n = logits.dims()[0] as f64;
     (log_softmax(logits, 1) * targets)
@@ -132,18 +117,38 @@ pub fn train(
 }
 
 /// Train the model `build` makes on `data`: fp32, then calibration and QAT. Returns the QAT
-/// model in evaluation mode (no autodiff) and what was measured. Progress bars on stderr when
-/// it is a terminal, and one line per epoch.
+/// model in evaluation mode (no autodiff) and what was measured. Reports nothing while it runs;
+/// see [`train_model_with`].
 ///
 /// # Errors
-/// [`TrainError::Data`] if the images do not match the model's inputs or the labels exceed its
-/// classes; [`TrainError::Encoding`] if a layer cannot be encoded.
+/// As [`train_model_with`].
 pub fn train_model<M: QatModel>(
     build: impl FnOnce(&Device) -> M,
     cfg: &TrainConfig,
     data: &Dataset,
     device: &Device,
 ) -> Result<(M, TrainReport), TrainError> {
+    train_model_with(build, cfg, data, device, &mut |_| {})
+}
+
+/// [`train_model`], calling `progress` with every [`TrainEvent`] (epoch starts and ends,
+/// mini-batches, calibration) so a caller can draw progress.
+///
+/// # Errors
+/// [`TrainError::Data`] if the images do not match the model's inputs or the labels exceed its
+/// classes, or the batch size is 0; [`TrainError::Encoding`] if a layer cannot be encoded.
+pub fn train_model_with<M: QatModel>(
+    build: impl FnOnce(&Device) -> M,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    device: &Device,
+    progress: &mut dyn FnMut(TrainEvent<'_>),
+) -> Result<(M, TrainReport), TrainError> {
+    if cfg.batch_size == 0 {
+        return Err(TrainError::Data(
+            "the batch size is 0; use at least 1".into(),
+        ));
+    }
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let mut model = build(&ad);
@@ -183,33 +188,38 @@ pub fn train_model<M: QatModel>(
     let mut step = 0usize;
     for epoch in 1..=cfg.fp32_epochs {
         order.shuffle(&mut rng);
-        let pb = progress(batches, &format!("fp32 {epoch}/{}", cfg.fp32_epochs));
+        progress(TrainEvent::EpochStart {
+            phase: Phase::Fp32,
+            epoch,
+            epochs: cfg.fp32_epochs,
+            steps: batches,
+        });
         let t = Instant::now();
         let mut loss_sum = 0.0;
-        for idx in order.chunks(cfg.batch_size) {
+        for (done, idx) in order.chunks(cfg.batch_size).enumerate() {
             let x = float_inputs(&train_set, idx, &ad);
             let y = one_hot(&train_set, idx, classes, &ad);
             let loss = cross_entropy(model.forward_float(x).0, y);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = opt.step(cosine_lr(cfg.lr, step, fp32_steps), model, grads);
+            let lr = cosine_lr(cfg.lr, step, fp32_steps);
+            model = opt.step(lr, model, grads);
             step += 1;
-            pb.inc(1);
-            if pb.position().is_multiple_of(20) {
-                pb.set_message(format!("loss {:.4}", loss_sum / pb.position() as f64));
-            }
+            progress(TrainEvent::Step {
+                mean_loss: loss_sum / (done + 1) as f64,
+                lr,
+            });
         }
-        pb.finish_and_clear();
         let seconds = t.elapsed().as_secs_f64();
         fp32_accuracy = evaluate_float(&model.valid(), &eval_set).0;
-        log_epoch(
-            &mut epochs,
-            "fp32",
+        epochs.push(EpochLog {
+            phase: Phase::Fp32.name().into(),
             epoch,
-            loss_sum / batches as f64,
-            fp32_accuracy,
+            loss: loss_sum / batches as f64,
+            test_accuracy: fp32_accuracy,
             seconds,
-        );
+        });
+        progress(TrainEvent::EpochEnd(epochs.last().expect("just pushed")));
     }
 
     calibrate(&mut model, &train_set);
@@ -222,16 +232,18 @@ pub fn train_model<M: QatModel>(
         PhaseNoise::Exact
     };
     let mut qat_accuracy = evaluate_qat(&model.valid(), &eval_set)?.0;
-    eprintln!(
-        "  calibrated quantizers: QAT accuracy before fine-tuning {:.4}",
-        qat_accuracy
-    );
+    progress(TrainEvent::Calibrated { qat_accuracy });
     for epoch in 1..=cfg.qat_epochs {
         order.shuffle(&mut rng);
-        let pb = progress(batches, &format!("QAT {epoch}/{}", cfg.qat_epochs));
+        progress(TrainEvent::EpochStart {
+            phase: Phase::Qat,
+            epoch,
+            epochs: cfg.qat_epochs,
+            steps: batches,
+        });
         let t = Instant::now();
         let mut loss_sum = 0.0;
-        for idx in order.chunks(cfg.batch_size) {
+        for (done, idx) in order.chunks(cfg.batch_size).enumerate() {
             let x = code_inputs(&train_set, idx, in_bits, &ad);
             let y = one_hot(&train_set, idx, classes, &ad);
             let loss = cross_entropy(model.forward_qat(x, noise)?, y);
@@ -240,25 +252,21 @@ pub fn train_model<M: QatModel>(
             let lr = cosine_lr(cfg.qat_lr, step, total_steps);
             model = opt.step(lr, model, grads);
             step += 1;
-            pb.inc(1);
-            if pb.position().is_multiple_of(20) {
-                pb.set_message(format!(
-                    "loss {:.4}  lr {lr:.2e}",
-                    loss_sum / pb.position() as f64
-                ));
-            }
+            progress(TrainEvent::Step {
+                mean_loss: loss_sum / (done + 1) as f64,
+                lr,
+            });
         }
-        pb.finish_and_clear();
         let seconds = t.elapsed().as_secs_f64();
         qat_accuracy = evaluate_qat(&model.valid(), &eval_set)?.0;
-        log_epoch(
-            &mut epochs,
-            "qat",
+        epochs.push(EpochLog {
+            phase: Phase::Qat.name().into(),
             epoch,
-            loss_sum / batches as f64,
-            qat_accuracy,
+            loss: loss_sum / batches as f64,
+            test_accuracy: qat_accuracy,
             seconds,
-        );
+        });
+        progress(TrainEvent::EpochEnd(epochs.last().expect("just pushed")));
     }
     let report = TrainReport {
         fp32_accuracy,
@@ -274,26 +282,6 @@ pub fn train_model<M: QatModel>(
 fn cosine_lr(lr: f64, step: usize, total: usize) -> f64 {
     let progress = step as f64 / total as f64;
     lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
-}
-
-fn log_epoch(
-    log: &mut Vec<EpochLog>,
-    phase: &str,
-    epoch: usize,
-    loss: f64,
-    acc: f64,
-    seconds: f64,
-) {
-    eprintln!(
-        "  {phase:>4} epoch {epoch:>2}: loss {loss:.4}  test accuracy {acc:.4}  ({seconds:.1} s)"
-    );
-    log.push(EpochLog {
-        phase: phase.into(),
-        epoch,
-        loss,
-        test_accuracy: acc,
-        seconds,
-    });
 }
 
 /// LSQ initial weight steps, and activation steps from the float pre-activations of up to 2048
