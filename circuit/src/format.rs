@@ -163,9 +163,20 @@ mod legacy {
         if thresholds.windows(2).any(|w| w[0] > w[1]) {
             return invalid(format!("{what}: thresholds must be non-decreasing"));
         }
-        Ok(Table::from_fn(n, |u| {
-            thresholds.partition_point(|&t| t <= u as i64) as i32
-        }))
+        // Runs start at slot 0 and at every threshold inside (0, N): O(thresholds), not O(N).
+        let mut table = Table {
+            starts: vec![0],
+            levels: vec![thresholds.partition_point(|&t| t <= 0) as i32],
+        };
+        for &t in thresholds.iter().filter(|&&t| t > 0 && t < n as i64) {
+            if table.starts.last() != Some(&(t as u32)) {
+                table.starts.push(t as u32);
+                table
+                    .levels
+                    .push(thresholds.partition_point(|&u| u <= t) as i32);
+            }
+        }
+        Ok(table)
     }
 
     impl Circuit {
