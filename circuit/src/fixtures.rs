@@ -26,8 +26,8 @@ pub fn stage_delta(enc: &EncodingConfig) -> u64 {
 }
 
 /// A stage of `gemm` computing `f(acc)` on every neuron, writing codes in `out` at scale
-/// `delta`, for inputs at `delta_in_units` phase units per unit. The sources' code ranges come
-/// from `circuit` (which must already hold the sources).
+/// `delta`. The sources' code ranges and scale come from `circuit` (which must already hold
+/// the sources).
 ///
 /// # Errors
 /// [`CircuitError::Invalid`] if a neuron's worst-case range needs more than the half torus at

@@ -238,17 +238,20 @@ impl Table {
 
     /// Code at `slot`; slots below 0 read run 0, slots past the end the last run.
     pub fn level_at(&self, slot: i64) -> i32 {
-        let k = self.starts.partition_point(|&s| (s as i64) <= slot);
-        self.levels[k.saturating_sub(1)]
+        self.levels[self.run_index(slot)]
+    }
+
+    /// Index of the run containing `slot` (run 0 below slot 0, the last past the end).
+    fn run_index(&self, slot: i64) -> usize {
+        self.starts
+            .partition_point(|&s| (s as i64) <= slot)
+            .saturating_sub(1)
     }
 
     /// The run containing `slot` (as [`Table::level_at`]) as `(index, first slot, end slot)`,
     /// the end exclusive (`n` for the last run).
     pub fn run_at(&self, slot: i64, n: u32) -> (usize, i64, i64) {
-        let k = self
-            .starts
-            .partition_point(|&s| (s as i64) <= slot)
-            .saturating_sub(1);
+        let k = self.run_index(slot);
         (k, self.starts[k] as i64, self.run_end(k, n))
     }
 
@@ -369,25 +372,13 @@ impl Circuit {
     /// Worst-case statistics of row `j` of `g`: each weight against the code range of the source
     /// its input comes from.
     pub fn row_stats(&self, g: &Gemm, j: usize) -> RowStats {
-        let ranges = self.input_ranges(g);
+        let sources = InputSources::of(self, g);
         let mut acc = RowAccumulator::default();
         for (t, &w) in g.row(j).iter().enumerate() {
-            let (lo, hi) = ranges.at(g.input_index(j, t));
+            let (lo, hi) = self.range(sources.at(g.input_index(j, t)));
             acc.add(w, lo, hi);
         }
         acc.finish()
-    }
-
-    /// Per-position code ranges of `g`'s concatenated input.
-    pub fn input_ranges(&self, g: &Gemm) -> InputRanges {
-        let mut start = 0;
-        let mut parts = Vec::with_capacity(g.sources.len());
-        for &s in &g.sources {
-            let (lo, hi) = self.range(s);
-            parts.push((start, lo, hi));
-            start += self.width(s);
-        }
-        InputRanges { parts }
     }
 
     /// `g`'s concatenated input from every source's values (`values(source)`).
@@ -434,17 +425,28 @@ impl Circuit {
     }
 }
 
-/// Code ranges over a GEMM's concatenated input, one `(first index, min, max)` per source.
+/// Which source each position of a GEMM's concatenated input comes from.
 #[derive(Debug, Clone)]
-pub struct InputRanges {
-    parts: Vec<(usize, i32, i32)>,
+pub struct InputSources {
+    /// `(first index, source)`, one per source in order.
+    parts: Vec<(usize, Source)>,
 }
 
-impl InputRanges {
-    /// The range of input `i`.
-    pub fn at(&self, i: usize) -> (i32, i32) {
+impl InputSources {
+    /// The sources of `g`'s input in `circuit`.
+    pub fn of(circuit: &Circuit, g: &Gemm) -> Self {
+        let mut start = 0;
+        let mut parts = Vec::with_capacity(g.sources.len());
+        for &s in &g.sources {
+            parts.push((start, s));
+            start += circuit.width(s);
+        }
+        Self { parts }
+    }
+
+    /// The source of input `i`.
+    pub fn at(&self, i: usize) -> Source {
         let k = self.parts.partition_point(|p| p.0 <= i).saturating_sub(1);
-        let (_, lo, hi) = self.parts[k];
-        (lo, hi)
+        self.parts[k].1
     }
 }

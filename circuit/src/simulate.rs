@@ -5,7 +5,7 @@
 //! outputs.
 
 use crate::error::CircuitError;
-use crate::ir::{Circuit, Gemm, Neuron, OutputLayer, Source};
+use crate::ir::{Circuit, Gemm, InputSources, Neuron, OutputLayer, Source};
 use qfhe_core::scheme::input_code;
 use qfhe_core::NoiseSpec;
 use rand::Rng;
@@ -141,25 +141,14 @@ impl NoiseModel {
     /// `sqrt(Σ_t (w_t · σ_t)²)` of row `j` of `g`, slots: the std its GEMM carries before any
     /// row multiplier (variance of a linear combination, `Σ w² · Var`).
     pub fn gemm_sigma(circuit: &Circuit, g: &Gemm, j: usize, spec: &NoiseSpec) -> f64 {
-        let sigmas: Vec<(usize, f64)> = {
-            let mut start = 0;
-            g.sources
-                .iter()
-                .map(|&s| {
-                    let here = (start, Self::source_sigma(spec, s));
-                    start += circuit.width(s);
-                    here
-                })
-                .collect()
-        };
-        let sigma_of = |i: usize| {
-            let k = sigmas.partition_point(|p| p.0 <= i).saturating_sub(1);
-            sigmas[k].1
-        };
+        let sources = InputSources::of(circuit, g);
         g.row(j)
             .iter()
             .enumerate()
-            .map(|(t, &w)| (w as f64 * sigma_of(g.input_index(j, t))).powi(2))
+            .map(|(t, &w)| {
+                let sigma = Self::source_sigma(spec, sources.at(g.input_index(j, t)));
+                (w as f64 * sigma).powi(2)
+            })
             .sum::<f64>()
             .sqrt()
     }

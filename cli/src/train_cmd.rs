@@ -82,15 +82,6 @@ pub fn train_model_cmd(
             args.poly_size
         )
     })?;
-    for (name, bits) in [
-        ("--w-bits", args.w_bits),
-        ("--out-w-bits", args.out_w_bits),
-        ("--a-bits", args.a_bits),
-    ] {
-        if !(2..=8).contains(&bits) {
-            bail!("{name} {bits} is out of range: use 2 to 8 bits");
-        }
-    }
     let encoding = EncodingConfig {
         poly_size: params.poly_size(),
         min_step_slots: args.min_step_slots,
@@ -138,9 +129,6 @@ pub fn train_model_cmd(
         }
         ModelKind::Cnn => {
             let (h, w) = (data.train.rows, data.train.cols);
-            if args.kernel == 0 || args.stride == 0 || args.pool == 0 || args.conv_channels == 0 {
-                bail!("--kernel, --stride, --pool and --conv-channels must be at least 1");
-            }
             if args.kernel > h + 2 * args.padding || args.kernel > w + 2 * args.padding {
                 bail!(
                     "--kernel {} does not fit {h}x{w} images with --padding {}",

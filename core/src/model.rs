@@ -105,6 +105,31 @@ impl Default for QuantSpec {
     }
 }
 
+impl QuantSpec {
+    /// Check the bit widths: weights and activations in `[2, 8]`, inputs in `[1, 8]`. Errors
+    /// name the field as `{prefix}w_bits` etc.
+    ///
+    /// # Errors
+    /// [`ModelError::Range`] for the first width out of range.
+    pub fn validate(&self, prefix: &str) -> Result<(), ModelError> {
+        for (field, bits, lo) in [
+            ("w_bits", self.w_bits, 2),
+            ("out_w_bits", self.out_w_bits, 2),
+            ("a_bits", self.a_bits, 2),
+            ("in_bits", self.in_bits, 1),
+        ] {
+            if !(lo..=8).contains(&bits) {
+                return Err(range(
+                    format!("{prefix}{field}"),
+                    bits,
+                    &format!("[{lo}, 8] bits"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A quantized activation: its function, applied before the quantizer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -553,17 +578,7 @@ impl ModelSpec {
     }
 
     fn check_fields(&self) -> Result<(), ModelError> {
-        let q = &self.quant;
-        for (field, bits, lo) in [
-            ("quant.w_bits", q.w_bits, 2),
-            ("quant.out_w_bits", q.out_w_bits, 2),
-            ("quant.a_bits", q.a_bits, 2),
-            ("quant.in_bits", q.in_bits, 1),
-        ] {
-            if !(lo..=8).contains(&bits) {
-                return Err(range(field.into(), bits, &format!("[{lo}, 8] bits")));
-            }
-        }
+        self.quant.validate("quant.")?;
         let ok_shape = matches!(self.input.len(), 1 | 3)
             && self.input.iter().all(|&d| d >= 1)
             && self

@@ -14,20 +14,6 @@ pub enum DeviceChoice {
     Wgpu,
 }
 
-impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "flex" | "cpu" => Ok(Self::Flex),
-            "ndarray" => Ok(Self::Ndarray),
-            "wgpu" => Ok(Self::Wgpu),
-            other => Err(format!(
-                "unknown device '{other}': use flex, ndarray or wgpu"
-            )),
-        }
-    }
-}
-
 /// The Burn device for `choice` (without autodiff).
 ///
 /// # Errors

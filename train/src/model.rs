@@ -4,7 +4,7 @@ pub use crate::dense::HiddenTrace;
 use crate::dense::{dense_stack_forward, DenseInput};
 use crate::qat::PhaseNoise;
 use burn::prelude::*;
-use qfhe_core::ModelError;
+use qfhe_core::{ModelError, QuantSpec};
 use qfhe_quant::encoding::InputKind;
 use qfhe_quant::layers::{ActQuant, QuantLinear};
 use qfhe_quant::scheme::{input_scale, unsigned_qmax};
@@ -31,7 +31,8 @@ pub struct MlpConfig {
     pub encoding: EncodingConfig,
 }
 
-/// Check bit widths: weights and activations in `[2, 8]`, inputs in `[1, 8]`.
+/// Check bit widths ([`QuantSpec::validate`]): weights and activations in `[2, 8]`, inputs in
+/// `[1, 8]`.
 ///
 /// # Errors
 /// [`ModelError::Range`] naming the field.
@@ -41,21 +42,13 @@ pub fn check_bits(
     a_bits: u32,
     in_bits: u32,
 ) -> Result<(), ModelError> {
-    for (field, bits, lo) in [
-        ("w_bits", w_bits, 2),
-        ("out_w_bits", out_w_bits, 2),
-        ("a_bits", a_bits, 2),
-        ("in_bits", in_bits, 1),
-    ] {
-        if !(lo..=8).contains(&bits) {
-            return Err(ModelError::Range {
-                field: field.into(),
-                value: bits.to_string(),
-                bound: format!("[{lo}, 8] bits"),
-            });
-        }
+    QuantSpec {
+        w_bits,
+        out_w_bits,
+        a_bits,
+        in_bits,
     }
-    Ok(())
+    .validate("")
 }
 
 impl MlpConfig {
