@@ -1,32 +1,25 @@
 //! Fixtures for the criterion benchmarks in `benches/fhe.rs`.
 //!
 //! FHE cost does not depend on what a model learned, only on its shape and encodings, so the
-//! benchmarks use an untrained 784-128-10 w3/a3 MLP exported through the real pipeline.
+//! benchmarks use an untrained 784-128-10 w3/a3 MLP lowered through the real pipeline.
 
 use burn::prelude::*;
 use qfhe_circuit::Circuit;
-use qfhe_export::export_mlp;
+use qfhe_core::ModelSpec;
+use qfhe_export::lower;
 use qfhe_fhe_runtime::server::random_words;
 use qfhe_quant::EncodingConfig;
-use qfhe_train::{MlpConfig, QMlp};
+use qfhe_train::QSequential;
 
-/// The default MNIST architecture (784-`hidden`-10, w3/a3) as a circuit.
+/// The MLP preset on MNIST with dense hidden layers of widths `hidden` (w3/a3) as a circuit.
 pub fn mnist_circuit(hidden: &[usize]) -> Circuit {
-    let cfg = MlpConfig {
-        inputs: 784,
-        hidden: hidden.to_vec(),
-        classes: 10,
-        w_bits: 3,
-        out_w_bits: 4,
-        a_bits: 3,
-        in_bits: 3,
-        encoding: EncodingConfig::default(),
-    };
-    let mut model = QMlp::new(cfg, &Device::flex());
-    for l in &mut model.layers {
-        l.init_scales();
-    }
-    export_mlp(&model, "bench").expect("export")
+    let spec = ModelSpec::preset("mlp", [1, 28, 28], 10)
+        .and_then(|s| s.with_hidden(hidden))
+        .expect("a valid MLP");
+    let mut model =
+        QSequential::new(spec, EncodingConfig::default(), &Device::flex()).expect("valid");
+    model.init_weight_scales();
+    lower(&model, "bench").expect("lowering")
 }
 
 /// Pseudo-random input codes in `[0, 7]`.

@@ -1,7 +1,7 @@
 //! Command-line arguments.
 
 use clap::builder::TypedValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Train quantized networks and run them under fully homomorphic encryption (TFHE).
@@ -24,46 +24,6 @@ pub enum Command {
     Run(RunArgs),
 }
 
-/// Model families.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModelKind {
-    /// Multi-layer perceptron: GEMM + one PBS per hidden neuron.
-    Mlp,
-    /// Convolutional network: conv (one PBS per output position) → optional pooling (average:
-    /// folded into the next layer, no PBS; max: 6 PBS per 2×2 window) → fully connected hidden
-    /// layer → output layer. Default 1→24 channels, 7×7, stride 4, no pooling, 256 hidden:
-    /// 864 + 256 PBS per MNIST sample (docs/DESIGN.md says why).
-    Cnn,
-}
-
-/// CNN pooling, as `--pooling` takes it.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PoolingArg {
-    /// Average pooling: folded into the next layer's weights, no PBS.
-    Average,
-    /// 2×2 max pooling: `max(a, b) = a + relu(b − a)` twice, 6 PBS per window.
-    Max,
-}
-
-impl From<PoolingArg> for qfhe_train::Pooling {
-    fn from(p: PoolingArg) -> Self {
-        match p {
-            PoolingArg::Average => Self::Average,
-            PoolingArg::Max => Self::Max,
-        }
-    }
-}
-
-impl ModelKind {
-    /// Lower-case name for reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Mlp => "mlp",
-            Self::Cnn => "cnn",
-        }
-    }
-}
-
 /// Where the data comes from.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
@@ -78,54 +38,39 @@ pub struct DataArgs {
 /// Model and training options.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model family.
-    #[arg(long, value_enum, default_value = "mlp")]
-    pub model: ModelKind,
-    /// Hidden (fully connected) layer widths, comma-separated; each hidden neuron costs one
-    /// PBS per sample. Default: 128 for the MLP, 256 for the CNN; `--hidden 0` for
-    /// none (CNN only).
+    /// The model: a preset (`mlp`: 784-128-10; `cnn`: conv 1→24 7×7 stride 4, batch norm, dense
+    /// 256; `lenet`: two convolutions, average pooling, dense 64) or a model file (`.toml` or
+    /// `.json`, format in docs/DESIGN.md).
+    #[arg(long, default_value = "mlp", value_name = "PRESET|FILE")]
+    pub model: String,
+    /// Replace the model's dense hidden layers (after its last flatten) by ReLU layers of these
+    /// widths, comma-separated; each hidden neuron costs one PBS per sample. `--hidden 0` for
+    /// none.
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
-    /// CNN: convolution output channels.
-    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=4096).map(|v| v as usize))]
-    pub conv_channels: usize,
-    /// CNN: square kernel size.
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=64).map(|v| v as usize))]
-    pub kernel: usize,
-    /// CNN: convolution stride.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64).map(|v| v as usize))]
-    pub stride: usize,
-    /// CNN: zero padding on each side.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64).map(|v| v as usize))]
-    pub padding: usize,
-    /// CNN: pooling window (and stride); 1 for none.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64).map(|v| v as usize))]
-    pub pool: usize,
-    /// CNN: pooling after the convolution's activations. Max pooling costs 6 PBS per 2×2 window
-    /// (shown in the per-layer table), average pooling none.
-    #[arg(long, value_enum, default_value = "average")]
-    pub pooling: PoolingArg,
-    /// CNN: train the fp32 phase without batch norm after the convolution (by default it is
-    /// used, then folded into the convolution before QAT).
+    /// Drop the model's batch norms (by default they train in the fp32 phase and are folded
+    /// into the layer before them before QAT).
     #[arg(long)]
     pub no_batch_norm: bool,
-    /// Weight bits of the hidden layers (2 to 8).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=8))]
-    pub w_bits: u32,
-    /// Weight bits of the output layer (decrypted directly, no PBS; 2 to 8).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=8))]
-    pub out_w_bits: u32,
-    /// Activation bits (2 to 8).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=8))]
-    pub a_bits: u32,
-    /// Input bits (1 to 8; default: the activation bits).
+    /// Weight bits of every weighted layer but the last (2 to 8; default: the model's, 3 for
+    /// presets).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=8))]
+    pub w_bits: Option<u32>,
+    /// Weight bits of the output layer (decrypted directly, no PBS; 2 to 8; default: the
+    /// model's, 4 for presets).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=8))]
+    pub out_w_bits: Option<u32>,
+    /// Activation bits (2 to 8; default: the model's, 3 for presets).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=8))]
+    pub a_bits: Option<u32>,
+    /// Input bits (1 to 8; default: `--a-bits` if given, else the model's).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub in_bits: Option<u32>,
     /// Epochs of fp32 training (the fp32 column; as many as QAT gets in total, for a fair
     /// comparison).
     #[arg(long, default_value_t = 18)]
     pub fp32_epochs: usize,
-    /// Epochs of QAT fine-tuning (default: 12 for the MLP, 16 for the CNN).
+    /// Epochs of QAT fine-tuning (default: 12 for models without convolutions, 16 with).
     #[arg(long)]
     pub qat_epochs: Option<usize>,
     /// Initial Adam learning rate of the fp32 phase (cosine decay to 5% of it).

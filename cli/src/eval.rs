@@ -331,12 +331,11 @@ fn finish(report: &Report, out: &Path) -> anyhow::Result<()> {
 pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
     let circuit = Circuit::load(&args.circuit)?;
     let data = crate::data::load(&args.data)?;
-    let model = if circuit.meta.arch.starts_with("cnn") {
-        "cnn"
-    } else {
-        "mlp"
-    };
-    let report = evaluate(&circuit, &data, &args.fhe, model)?;
+    let name = args
+        .circuit
+        .file_stem()
+        .map_or("circuit".into(), |s| s.to_string_lossy().into_owned());
+    let report = evaluate(&circuit, &data, &args.fhe, &name)?;
     finish(&report, &args.out)
 }
 
@@ -353,7 +352,7 @@ pub fn run_command(args: &RunArgs) -> anyhow::Result<()> {
         train_report.seconds,
         circuit.pbs_count()
     );
-    let report = evaluate(&circuit, &data, &args.fhe, model.kind().name())?;
+    let report = evaluate(&circuit, &data, &args.fhe, &model.name)?;
     finish(&report, &args.out)?;
     println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
     Ok(())

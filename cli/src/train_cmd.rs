@@ -1,74 +1,101 @@
 //! `qfhe train` and `qfhe export`.
 
-use crate::args::{ExportArgs, ModelArgs, ModelKind, TrainArgs};
+use crate::args::{ExportArgs, ModelArgs, TrainArgs};
 use anyhow::{bail, Context};
 use burn::module::Module;
 use qfhe_circuit::Circuit;
+use qfhe_core::{LayerSpec, ModelSpec};
 use qfhe_datasets::Dataset;
-use qfhe_export::{export_cnn, export_mlp};
+use qfhe_export::lower;
 use qfhe_quant::EncodingConfig;
-use qfhe_train::{
-    select_device, train_model_with, CnnConfig, MlpConfig, QCnn, QMlp, TrainConfig, TrainReport,
-};
+use qfhe_train::{select_device, train_model_with, QSequential, TrainConfig, TrainReport};
 use std::path::Path;
-
-/// Architecture of a trained model.
-#[derive(serde::Serialize, serde::Deserialize, Clone)]
-pub enum ModelSpec {
-    /// An MLP.
-    Mlp(MlpConfig),
-    /// A CNN.
-    Cnn(CnnConfig),
-}
-
-/// A trained model in evaluation mode.
-pub enum Trained {
-    Mlp(QMlp),
-    Cnn(Box<QCnn>),
-}
-
-impl Trained {
-    pub fn spec(&self) -> ModelSpec {
-        match self {
-            Self::Mlp(m) => ModelSpec::Mlp(m.config.clone()),
-            Self::Cnn(m) => ModelSpec::Cnn(m.config.clone()),
-        }
-    }
-
-    pub fn kind(&self) -> ModelKind {
-        match self {
-            Self::Mlp(_) => ModelKind::Mlp,
-            Self::Cnn(_) => ModelKind::Cnn,
-        }
-    }
-
-    /// Export as a circuit carrying its provenance.
-    pub fn to_circuit(&self, dataset: &str, fp32_accuracy: f64) -> anyhow::Result<Circuit> {
-        let mut c = match self {
-            Self::Mlp(m) => export_mlp(m, dataset)?,
-            Self::Cnn(m) => export_cnn(m, dataset)?,
-        };
-        c.meta.fp32_accuracy = Some(fp32_accuracy);
-        Ok(c)
-    }
-
-    fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let r = match self {
-            Self::Mlp(m) => m.clone().save_file(path),
-            Self::Cnn(m) => (**m).clone().save_file(path),
-        };
-        r.map_err(|e| anyhow::anyhow!("saving model weights to {}: {e:?}", path.display()))
-    }
-}
 
 /// What `qfhe train` writes beside the weights.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub dataset: String,
+    /// The model's name: its preset, or its file's stem.
+    pub name: String,
     pub model: ModelSpec,
+    pub encoding: EncodingConfig,
     pub train: TrainConfig,
     pub fp32_accuracy: f64,
     pub qat_accuracy: f64,
+}
+
+/// A trained model with its description.
+pub struct Trained {
+    pub model: QSequential,
+    pub name: String,
+}
+
+impl Trained {
+    /// Lower to a circuit carrying its provenance.
+    pub fn to_circuit(&self, dataset: &str, fp32_accuracy: f64) -> anyhow::Result<Circuit> {
+        let mut c = lower(&self.model, dataset)?;
+        c.meta.fp32_accuracy = Some(fp32_accuracy);
+        Ok(c)
+    }
+}
+
+/// The model `--model` names, fitted to `data`'s images and classes, with the overrides of
+/// `args` applied. Returns it and its name.
+pub fn resolve_model(data: &Dataset, args: &ModelArgs) -> anyhow::Result<(ModelSpec, String)> {
+    let input = [1, data.train.rows, data.train.cols];
+    let (mut spec, name) = match args.model.as_str() {
+        preset @ ("mlp" | "cnn" | "lenet") => (
+            ModelSpec::preset(preset, input, data.num_classes).with_context(|| {
+                format!("the {preset} preset does not fit {} images", data.name)
+            })?,
+            preset.to_owned(),
+        ),
+        file => {
+            let path = Path::new(file);
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("reading the model file {file} (or use a preset: mlp, cnn, lenet)")
+            })?;
+            let spec = match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => ModelSpec::from_json(&text),
+                Some("toml") => ModelSpec::from_toml(&text),
+                _ => bail!("{file}: a model file ends in .toml or .json"),
+            }
+            .with_context(|| format!("{file} is not a usable model description"))?;
+            let stem = path
+                .file_stem()
+                .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+            (spec, stem)
+        }
+    };
+    if let Some(hidden) = &args.hidden {
+        let widths: &[usize] = if hidden == &[0] { &[] } else { hidden };
+        spec = spec.with_hidden(widths)?;
+    }
+    if args.no_batch_norm || args.device == crate::args::DeviceArg::Wgpu {
+        if args.device == crate::args::DeviceArg::Wgpu
+            && spec.layers.contains(&LayerSpec::BatchNorm)
+        {
+            // Known bug (docs/DESIGN.md): with batch norm, QAT on wgpu starts from a dead model.
+            eprintln!("note: batch norm is off on --device wgpu (QAT after folding it fails there; see docs/DESIGN.md)");
+        }
+        spec = spec.without_batch_norm();
+    }
+    let q = &mut spec.quant;
+    q.w_bits = args.w_bits.unwrap_or(q.w_bits);
+    q.out_w_bits = args.out_w_bits.unwrap_or(q.out_w_bits);
+    q.a_bits = args.a_bits.unwrap_or(q.a_bits);
+    q.in_bits = args.in_bits.or(args.a_bits).unwrap_or(q.in_bits);
+    spec.validate()?;
+    let features: usize = spec.input.iter().product();
+    if features != data.train.pixels() {
+        bail!(
+            "the model takes {:?} inputs ({features} values) but {} images have {} pixels",
+            spec.input,
+            data.name,
+            data.train.pixels()
+        );
+    }
+    Ok((spec, name))
 }
 
 /// Train the model `args` describes on `data`.
@@ -88,12 +115,16 @@ pub fn train_model_cmd(
         noise: params.noise_spec(),
         ..EncodingConfig::default()
     };
+    let (spec, name) = resolve_model(data, args)?;
+    let convolutional = spec
+        .layers
+        .iter()
+        .any(|l| matches!(l, LayerSpec::Conv2d { .. }));
     let tc = TrainConfig {
         fp32_epochs: args.fp32_epochs,
-        qat_epochs: args.qat_epochs.unwrap_or(match args.model {
-            ModelKind::Mlp => 12,
-            ModelKind::Cnn => 16,
-        }),
+        qat_epochs: args
+            .qat_epochs
+            .unwrap_or(if convolutional { 16 } else { 12 }),
         batch_size: args.batch_size,
         lr: args.lr,
         qat_lr: args.qat_lr,
@@ -102,98 +133,34 @@ pub fn train_model_cmd(
         ..TrainConfig::default()
     };
     let device = select_device(args.device.choice()).map_err(anyhow::Error::msg)?;
-    let in_bits = args.in_bits.unwrap_or(args.a_bits);
-    let (trained, report) = match args.model {
-        ModelKind::Mlp => {
-            let hidden = args.hidden.clone().unwrap_or(vec![128]);
-            if hidden.is_empty() || hidden.contains(&0) {
-                bail!("--hidden needs at least one non-zero width, e.g. --hidden 128");
-            }
-            let config = MlpConfig {
-                inputs: data.train.pixels(),
-                hidden,
-                classes: data.num_classes,
-                w_bits: args.w_bits,
-                out_w_bits: args.out_w_bits,
-                a_bits: args.a_bits,
-                in_bits,
-                encoding,
-            };
-            announce(&config.arch(), data, args);
-            let mut shown = crate::progress::TrainProgress::default();
-            let (m, r) =
-                train_model_with(|d| QMlp::new(config, d), &tc, data, &device, &mut |e| {
-                    shown.show(e)
-                })?;
-            (Trained::Mlp(m), r)
-        }
-        ModelKind::Cnn => {
-            let (h, w) = (data.train.rows, data.train.cols);
-            if args.kernel > h + 2 * args.padding || args.kernel > w + 2 * args.padding {
-                bail!(
-                    "--kernel {} does not fit {h}x{w} images with --padding {}",
-                    args.kernel,
-                    args.padding
-                );
-            }
-            // Known bug (docs/DESIGN.md): with batch norm, QAT on wgpu starts from a dead model.
-            let wgpu = args.device == crate::args::DeviceArg::Wgpu;
-            if wgpu && !args.no_batch_norm {
-                eprintln!("note: batch norm is off on --device wgpu (QAT after folding it fails there; see docs/DESIGN.md)");
-            }
-            let hidden = match args.hidden.as_deref() {
-                None => vec![256],
-                Some([0]) => vec![],
-                Some(h) if h.contains(&0) => {
-                    bail!("--hidden widths must be non-zero (a single 0 means no hidden layer)")
-                }
-                Some(h) => h.to_vec(),
-            };
-            let config = CnnConfig {
-                input: [1, h, w],
-                channels: args.conv_channels,
-                kernel: args.kernel,
-                stride: args.stride,
-                padding: args.padding,
-                pool: args.pool,
-                pooling: args.pooling.into(),
-                hidden,
-                batch_norm: !args.no_batch_norm && !wgpu,
-                classes: data.num_classes,
-                w_bits: args.w_bits,
-                out_w_bits: args.out_w_bits,
-                a_bits: args.a_bits,
-                in_bits,
-                encoding,
-            };
-            config.validate()?;
-            announce(&config.arch(), data, args);
-            let mut shown = crate::progress::TrainProgress::default();
-            let (m, r) =
-                train_model_with(|d| QCnn::new(config, d), &tc, data, &device, &mut |e| {
-                    shown.show(e)
-                })?;
-            (Trained::Cnn(Box::new(m)), r)
-        }
-    };
-    Ok((trained, report, tc))
-}
-
-fn announce(arch: &str, data: &Dataset, args: &ModelArgs) {
     eprintln!(
-        "training {arch} on {} ({} train / {} test images), w{}/a{}, device {}",
+        "training {name} ({}) on {} ({} train / {} test images), w{}/a{}, device {}",
+        spec.arch(),
         data.name,
         data.train.len(),
         data.test.len(),
-        args.w_bits,
-        args.a_bits,
+        spec.quant.w_bits,
+        spec.quant.a_bits,
         args.device.name()
     );
+    // Built (and validated) once here so a bad model is an error, not a panic in the trainer.
+    QSequential::new(spec.clone(), encoding, &device)?;
+    let mut shown = crate::progress::TrainProgress::default();
+    let build = |d: &burn::prelude::Device| {
+        QSequential::new(spec.clone(), encoding, d).expect("validated above")
+    };
+    let (model, report) = train_model_with(build, &tc, data, &device, &mut |e| shown.show(e))?;
+    Ok((Trained { model, name }, report, tc))
 }
 
 pub fn save_model(dir: &Path, model: &Trained, info: &ModelInfo) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    model.save(&dir.join("model.bpk"))?;
+    let weights = dir.join("model.bpk");
+    model
+        .model
+        .clone()
+        .save_file(&weights)
+        .map_err(|e| anyhow::anyhow!("saving model weights to {}: {e:?}", weights.display()))?;
     std::fs::write(dir.join("model.json"), serde_json::to_vec_pretty(info)?)?;
     Ok(())
 }
@@ -207,49 +174,37 @@ pub fn load_model(dir: &Path) -> anyhow::Result<(Trained, ModelInfo)> {
             dir.display()
         )
     })?;
-    let info: ModelInfo = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a qfhe model description", info_path.display()))?;
-    let device = burn::prelude::Device::flex();
-    let weights = dir.join("model.bpk");
-    // A model saved by an older qfhe lacks tensors this build's layers have (e.g. the
-    // `multiplier`/`reference` pair of the LSQ steps): say so rather than only list them.
-    let err = |e| {
-        anyhow::anyhow!(
-            "loading {}: {e:?}\nif this model was trained by an older qfhe, its layers differ from \
-             this build's: train it again with `qfhe train --out {}`",
-            weights.display(),
-            dir.display()
-        )
-    };
-    match &info.model {
-        ModelSpec::Mlp(c) => c.validate(),
-        ModelSpec::Cnn(c) => c.validate(),
-    }
-    .with_context(|| {
+    let retrain = format!(
+        "if this model was trained by an older qfhe, train it again with `qfhe train --out {}`",
+        dir.display()
+    );
+    let info: ModelInfo = serde_json::from_slice(&bytes).with_context(|| {
         format!(
-            "{} describes a model qfhe cannot build",
+            "{} is not a qfhe model description; {retrain}",
             info_path.display()
         )
     })?;
-    let model = match &info.model {
-        ModelSpec::Mlp(c) => Trained::Mlp(
-            QMlp::new(c.clone(), &device)
-                .try_load_file(&weights)
-                .map_err(err)?,
-        ),
-        ModelSpec::Cnn(c) => Trained::Cnn(Box::new(
-            QCnn::new(c.clone(), &device)
-                .try_load_file(&weights)
-                .map_err(err)?,
-        )),
-    };
-    Ok((model, info))
+    let device = burn::prelude::Device::flex();
+    let weights = dir.join("model.bpk");
+    let model = QSequential::new_folded(info.model.clone(), info.encoding, &device)
+        .with_context(|| {
+            format!(
+                "{} describes a model qfhe cannot build",
+                info_path.display()
+            )
+        })?
+        .try_load_file(&weights)
+        .map_err(|e| anyhow::anyhow!("loading {}: {e:?}\n{retrain}", weights.display()))?;
+    let name = info.name.clone();
+    Ok((Trained { model, name }, info))
 }
 
 pub fn info(data: &Dataset, model: &Trained, tc: TrainConfig, report: &TrainReport) -> ModelInfo {
     ModelInfo {
         dataset: data.name.clone(),
-        model: model.spec(),
+        name: model.name.clone(),
+        model: model.model.spec.clone(),
+        encoding: model.model.encoding,
         train: tc,
         fp32_accuracy: report.fp32_accuracy,
         qat_accuracy: report.qat_accuracy,

@@ -318,8 +318,9 @@ pub fn step_shortfall(
 /// Each neuron's multiplier `c · delta_in` with the largest `c` that fits its range in the usable
 /// window, capped so that the noise the GEMM amplifies stays below
 /// [`EncodingConfig::max_sigma_slots`]: past the point where input noise dominates, a larger `c`
-/// no longer widens steps relative to the noise, it only eats into the margins.
-fn encode_with_delta(
+/// no longer widens steps relative to the noise, it only eats into the margins. Used directly
+/// when several readers of one stage must share its `delta_in` (a residual connection).
+pub fn encode_with_delta(
     rows: &[RowStats],
     delta_in: i64,
     input: InputKind,

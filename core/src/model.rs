@@ -181,6 +181,26 @@ impl Activation {
     pub fn signed(self) -> bool {
         !matches!(self, Self::Relu | Self::Sigmoid)
     }
+
+    /// The codes `[lo, hi]` of a `bits`-bit quantizer after this function (code 0 is the value
+    /// 0, no zero point): `[0, 2^b − 1]` for ReLU and sigmoid; `[−2^(b−1), 2^(b−1) − 1]` for
+    /// tanh, leaky ReLU and the identity; `[−2^(b−2), 3·2^(b−2) − 1]` for GELU and SiLU, whose
+    /// negative part is small (minimum −0.17 and −0.28), so a quarter of the codes cover it.
+    pub fn code_range(self, bits: u32) -> (i32, i32) {
+        let levels = 1i32 << bits;
+        match self {
+            Self::Relu | Self::Sigmoid => (0, levels - 1),
+            Self::Tanh | Self::LeakyRelu { .. } | Self::Identity => (-levels / 2, levels / 2 - 1),
+            Self::Gelu | Self::Silu => (-levels / 4, 3 * levels / 4 - 1),
+        }
+    }
+
+    /// The quantized activation of a dequantized pre-activation `z`:
+    /// `clamp(round(f(z) / s_out), lo, hi)`, ties to even, in `f32` in this order (the QAT
+    /// forward reads tables built by this function, so the two agree exactly).
+    pub fn code(self, z: f32, s_out: f32, (lo, hi): (i32, i32)) -> i32 {
+        crate::scheme::round_ties_even(self.apply(z) / s_out).clamp(lo as f32, hi as f32) as i32
+    }
 }
 
 fn one() -> usize {
@@ -459,7 +479,11 @@ impl ModelSpec {
         // What the current values are: raw accumulators of a weighted layer (only an
         // activation, batch norm or the end may follow) or codes.
         let mut after_weighted = false;
+        // Per layer: whether its output is the codes of an activation, unchanged (flatten
+        // aside): `add` and `max_pool` read only such values.
+        let mut direct: Vec<Option<Activation>> = Vec::with_capacity(self.layers.len());
         for (index, layer) in self.layers.iter().enumerate() {
+            let current = index.checked_sub(1).and_then(|i| direct[i]);
             let kind = layer.kind();
             let err = |message: String| ModelError::Layer {
                 index,
@@ -519,6 +543,12 @@ impl ModelSpec {
                     let Shape::Image([c, h, w]) = shape else {
                         return Err(err("pooling reads images; place it before flatten".into()));
                     };
+                    let unsigned = current.is_some_and(|a| !a.signed());
+                    if matches!(layer, LayerSpec::MaxPool { .. }) && !unsigned {
+                        return Err(err(
+                            "max pooling reads the codes of a relu or sigmoid activation directly; place it right after one".into(),
+                        ));
+                    }
                     if matches!(layer, LayerSpec::MaxPool { .. }) && k != 2 {
                         return Err(err(format!(
                             "max pooling is lowered for 2x2 windows only (k = {k}); use k = 2 or avg_pool"
@@ -543,9 +573,21 @@ impl ModelSpec {
                             shapes[from]
                         )));
                     }
-                    if self.layers[from].weighted() {
+                    if direct[from].is_none() {
                         return Err(err(format!(
-                            "layer {from} outputs raw accumulators; add the activation after it instead"
+                            "layer {from} ({}) does not output an activation's codes; a residual add reads the output of an activation layer (or a flatten right after one)",
+                            self.layers[from].kind()
+                        )));
+                    }
+                    if current.is_none() {
+                        return Err(err(format!(
+                            "the layer before it ({}) does not output an activation's codes; place an activation (e.g. identity) before the add",
+                            self.layers[index - 1].kind()
+                        )));
+                    }
+                    if matches!(self.layers.get(from + 1), Some(LayerSpec::MaxPool { .. })) {
+                        return Err(err(format!(
+                            "layer {from}'s output also feeds a max_pool, whose stages must be its only reader; add from another activation"
                         )));
                     }
                     shape
@@ -563,6 +605,10 @@ impl ModelSpec {
             } else if layer.activation().is_some() {
                 after_weighted = false;
             }
+            direct.push(match layer {
+                LayerSpec::Flatten => current,
+                other => other.activation(),
+            });
             if last {
                 let is_output = matches!(layer, LayerSpec::Linear { out } if *out == self.classes);
                 if !is_output {
@@ -635,6 +681,60 @@ impl ModelSpec {
             }
         }
         Ok(())
+    }
+
+    /// The model with its dense tail replaced: everything before the first `linear` layer that
+    /// follows the last `flatten` (or the start) is kept, then `linear(w) → relu` for each width
+    /// in `hidden`, then the `linear(classes)` output.
+    ///
+    /// # Errors
+    /// As [`ModelSpec::validate`]; [`ModelError::Range`] for a width of 0.
+    pub fn with_hidden(&self, hidden: &[usize]) -> Result<Self, ModelError> {
+        if let Some(&w) = hidden.iter().find(|&&w| w == 0 || w > MAX_VALUES) {
+            return Err(range(
+                "hidden".into(),
+                w,
+                &format!("widths in [1, {MAX_VALUES}]"),
+            ));
+        }
+        let flatten = self.layers.iter().rposition(|l| *l == LayerSpec::Flatten);
+        let tail = flatten.map_or(0, |f| f + 1);
+        let first_linear = self.layers[tail..]
+            .iter()
+            .position(|l| matches!(l, LayerSpec::Linear { .. }))
+            .map_or(self.layers.len(), |p| tail + p);
+        let mut layers = self.layers[..first_linear].to_vec();
+        for &out in hidden {
+            layers.extend([LayerSpec::Linear { out }, LayerSpec::Relu]);
+        }
+        layers.push(LayerSpec::Linear { out: self.classes });
+        let spec = Self {
+            layers,
+            ..self.clone()
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The model without its `batch_norm` layers (`add` indices renumbered).
+    pub fn without_batch_norm(&self) -> Self {
+        let kept: Vec<usize> = (0..self.layers.len())
+            .filter(|&i| self.layers[i] != LayerSpec::BatchNorm)
+            .collect();
+        let new_index = |old: usize| kept.iter().position(|&k| k >= old).unwrap_or(0);
+        let layers = kept
+            .iter()
+            .map(|&i| match self.layers[i] {
+                LayerSpec::Add { from } => LayerSpec::Add {
+                    from: new_index(from),
+                },
+                ref other => other.clone(),
+            })
+            .collect();
+        Self {
+            layers,
+            ..self.clone()
+        }
     }
 
     /// The architecture in one line, e.g. `1x28x28 conv24k7s4 bn relu flatten linear256 relu

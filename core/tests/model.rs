@@ -163,9 +163,17 @@ fn mistakes_are_errors_that_say_what_to_change() {
         "{e}"
     );
     let e = error(&layer(
-        "[[layers]]\nkind = \"max_pool\"\nk = 3\n[[layers]]\nkind = \"flatten\"",
+        "[[layers]]\nkind = \"relu\"\n[[layers]]\nkind = \"max_pool\"\nk = 3\n[[layers]]\nkind = \"flatten\"",
     ));
     assert!(e.contains("2x2 windows only"), "{e}");
+    let e = error(&layer(
+        "[[layers]]\nkind = \"max_pool\"\n[[layers]]\nkind = \"flatten\"",
+    ));
+    assert!(e.contains("right after one"), "{e}");
+    let e = error(&layer(
+        "[[layers]]\nkind = \"tanh\"\n[[layers]]\nkind = \"avg_pool\"\nk = 2\n[[layers]]\nkind = \"relu\"\n[[layers]]\nkind = \"add\"\nfrom = 1\n[[layers]]\nkind = \"flatten\"",
+    ));
+    assert!(e.contains("does not output an activation's codes"), "{e}");
     let e = error(&layer("[[layers]]\nkind = \"relu\"\n[[layers]]\nkind = \"add\"\nfrom = 5\n[[layers]]\nkind = \"flatten\""));
     assert!(e.contains("from = 5 must name an earlier layer"), "{e}");
     let e = error(&format!(
@@ -183,4 +191,16 @@ fn mistakes_are_errors_that_say_what_to_change() {
     assert!(e.contains("input"), "{e}");
     let huge = "input = [100000, 100000, 100000]\nclasses = 10\n[[layers]]\nkind = \"flatten\"\n[[layers]]\nkind = \"linear\"\nout = 10\n";
     assert!(error(huge).contains("at most"));
+}
+
+#[test]
+fn the_readme_example_is_a_valid_model() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let end = start + readme[start..].find("```").expect("closed");
+    let spec = ModelSpec::from_toml(&readme[start..end]).unwrap();
+    assert!(spec
+        .layers
+        .iter()
+        .any(|l| matches!(l, qfhe_core::LayerSpec::Add { from: 2 })));
 }

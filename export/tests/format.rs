@@ -1,30 +1,30 @@
 //! An exported circuit: its file round trip and its output scale.
-mod common;
 
 use burn::prelude::*;
 use qfhe_circuit::Circuit;
-use qfhe_export::export_mlp;
+use qfhe_core::{LayerSpec::*, ModelSpec, QuantSpec};
+use qfhe_export::lower;
 use qfhe_quant::EncodingConfig;
-use qfhe_train::{MlpConfig, QMlp};
+use qfhe_train::QSequential;
 
 fn small_circuit() -> Circuit {
-    let cfg = MlpConfig {
-        inputs: 12,
-        hidden: vec![5, 4],
+    let spec = ModelSpec {
+        input: vec![12],
         classes: 3,
-        w_bits: 3,
-        out_w_bits: 4,
-        a_bits: 3,
-        in_bits: 3,
-        encoding: EncodingConfig::default(),
+        quant: QuantSpec::default(),
+        layers: vec![
+            Linear { out: 5 },
+            Relu,
+            Linear { out: 4 },
+            Relu,
+            Linear { out: 3 },
+        ],
     };
     let device = Device::flex();
     device.seed(5);
-    let mut model = QMlp::new(cfg, &device);
-    for l in &mut model.layers {
-        l.init_scales();
-    }
-    export_mlp(&model, "test").unwrap()
+    let mut model = QSequential::new(spec, EncodingConfig::default(), &device).unwrap();
+    model.init_weight_scales();
+    lower(&model, "test").unwrap()
 }
 
 #[test]

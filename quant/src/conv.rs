@@ -181,6 +181,22 @@ impl QuantConv2d {
         self.bias = Param::from_tensor(b.detach());
     }
 
+    /// Each output channel's worst-case pre-activation range in output steps,
+    /// `‖w_c‖₁ · x_max / s_out`, of the unbounded float weights (`c_out` values).
+    pub fn range_steps(&self, x_max: f32, s_out: f32) -> Vec<f32> {
+        let [c_out, ..] = self.weight.val().dims();
+        self.weight
+            .val()
+            .detach()
+            .abs()
+            .reshape([c_out as i32, -1])
+            .sum_dim(1)
+            .mul_scalar(x_max / s_out)
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 tensor")
+    }
+
     /// The per-channel step `[c_out]` with LSQ gradient scaling ([`LearnedStep`]).
     pub fn scale(&self) -> Tensor<1> {
         let [_, c_in, k, _] = self.weight.val().dims();
@@ -224,6 +240,16 @@ impl QuantConv2d {
 /// see fewer taps, so their ranges are narrower. Computed on the device; `3·c_out·h'·w'` values
 /// are copied back.
 pub fn conv_row_stats(codes: &Tensor<4>, geometry: &ConvGeometry, in_qmax: i32) -> Vec<RowStats> {
+    conv_row_stats_in(codes, geometry, (0, in_qmax as i64))
+}
+
+/// [`conv_row_stats`] for inputs in `[lo, hi]` (`lo ≤ 0 ≤ hi`; see
+/// [`crate::layers::row_stats_in`]). A padded tap reads code 0, inside every such range.
+pub fn conv_row_stats_in(
+    codes: &Tensor<4>,
+    geometry: &ConvGeometry,
+    range: (i64, i64),
+) -> Vec<RowStats> {
     let c = codes.clone().detach();
     let ones = Tensor::<4>::ones([1, geometry.c_in, geometry.h, geometry.w], &c.device());
     let map = |k: Tensor<4>| {
@@ -235,15 +261,7 @@ pub fn conv_row_stats(codes: &Tensor<4>, geometry: &ConvGeometry, in_qmax: i32) 
     let pos = map(c.clone().clamp_min(0.0));
     let neg = map(c.clone().clamp_max(0.0));
     let sq = map(c.powi_scalar(2));
-    pos.iter()
-        .zip(&neg)
-        .zip(&sq)
-        .map(|((&p, &n), &s)| RowStats {
-            acc_min: n as i64 * in_qmax as i64,
-            acc_max: p as i64 * in_qmax as i64,
-            l2: (s as f64).sqrt(),
-        })
-        .collect()
+    crate::layers::stats_from_sums(&pos, &neg, &sq, range)
 }
 
 /// Sum pooling, `k × k` windows with stride `k`, on integer codes `[batch, c, h, w]` (a depthwise

@@ -99,6 +99,19 @@ impl QuantLinear {
         l1.into_data().try_into_vec::<f32>().expect("f32 tensor")
     }
 
+    /// Fold an inference-mode batch norm over this layer's outputs into its weights and bias
+    /// (Jacob et al. 2018, §3.2): with `g_j = γ_j / sqrt(running_var_j + ε)`,
+    /// `W'_{·j} = g_j · W_{·j}` and `b'_j = g_j · (b_j − running_mean_j) + β_j`.
+    pub fn fold_batch_norm(&mut self, bn: &burn::nn::BatchNorm) {
+        let var = bn.running_var.value_sync().detach();
+        let mean = bn.running_mean.value_sync().detach();
+        let g = bn.gamma.val().detach() / var.add_scalar(bn.epsilon).sqrt();
+        let w = self.weight.val().detach() * g.clone().unsqueeze_dim::<2>(0);
+        let b = (self.bias.val().detach() - mean) * g + bn.beta.val().detach();
+        self.weight = Param::from_tensor(w.detach());
+        self.bias = Param::from_tensor(b.detach());
+    }
+
     /// The per-channel step `[d_out]` with LSQ gradient scaling ([`LearnedStep`]).
     pub fn scale(&self) -> Tensor<1> {
         let [d_in, _] = self.weight.val().dims();
@@ -120,27 +133,51 @@ impl QuantLinear {
     }
 }
 
-/// An unsigned activation quantizer after ReLU with a learned (LSQ) step.
+/// An activation quantizer with a learned (LSQ) step and codes in `[lo, hi]` (code 0 is the
+/// value 0): unsigned `[0, 2^bits − 1]` after ReLU, signed for activations that go negative
+/// ([`qfhe_core::Activation::code_range`]).
 #[derive(Module, Debug)]
 pub struct ActQuant {
     /// The step `[1]`.
     pub scale: LearnedStep,
     /// Activation bit width.
     pub bits: u32,
+    /// Smallest code.
+    pub lo: i32,
+    /// Largest code.
+    pub hi: i32,
 }
 
 impl ActQuant {
-    /// A quantizer with step 1 (call [`ActQuant::calibrate`]).
+    /// An unsigned quantizer (codes `[0, 2^bits − 1]`) with step 1 (call
+    /// [`ActQuant::calibrate`]).
     pub fn new(bits: u32, device: &Device) -> Self {
+        Self::with_range(bits, (0, unsigned_qmax(bits)), device)
+    }
+
+    /// A quantizer with codes in `[lo, hi]` (`lo ≤ 0 < hi`) and step 1.
+    pub fn with_range(bits: u32, (lo, hi): (i32, i32), device: &Device) -> Self {
         Self {
             scale: LearnedStep::ones(1, device),
             bits,
+            lo,
+            hi,
         }
     }
 
-    /// Largest code, `2^bits - 1`.
+    /// Largest code.
     pub fn qmax(&self) -> i32 {
-        unsigned_qmax(self.bits)
+        self.hi
+    }
+
+    /// LSQ initial step from a batch of activation outputs `a` (after the function):
+    /// `2·mean|a| / sqrt(hi)`, as the reference with multiplier 1. For ReLU this is
+    /// [`ActQuant::calibrate`] on the pre-activations.
+    pub fn calibrate_outputs(&mut self, a: Tensor<2>) {
+        let m = a.abs().mean().into_scalar::<f32>();
+        let s = (2.0 * m / (self.qmax() as f32).sqrt()).max(1e-4);
+        let device = self.scale.reference.val().device();
+        self.scale = LearnedStep::calibrated(Tensor::from_floats([s], &device));
     }
 
     /// LSQ initial step from a batch of float pre-activations: `2·mean(relu(z)) / sqrt(qmax)`,
@@ -165,10 +202,9 @@ impl ActQuant {
         self.scale.values()[0]
     }
 
-    /// Codes `clamp(round(z / s), 0, qmax)` `[batch, d]`, straight-through (LSQ gradients).
+    /// Codes `clamp(round(z / s), lo, hi)` `[batch, d]`, straight-through (LSQ gradients).
     pub fn quantize(&self, z: Tensor<2>, step: Tensor<1>) -> Tensor<2> {
-        let q = self.qmax() as f32;
-        round_ste((z / step.unsqueeze_dim(0)).clamp(0.0, q))
+        round_ste((z / step.unsqueeze_dim(0)).clamp(self.lo as f32, self.hi as f32))
     }
 }
 
@@ -176,18 +212,39 @@ impl ActQuant {
 /// `[0, in_qmax]`: one [`RowStats`] per output neuron. Reductions run on the device; only
 /// `3 · d_out` values are copied back.
 pub fn row_stats(codes: &Tensor<2>, in_qmax: i32) -> Vec<RowStats> {
+    row_stats_in(codes, (0, in_qmax as i64))
+}
+
+/// [`row_stats`] for inputs in `[lo, hi]` (`lo ≤ 0 ≤ hi`, signed activations): a row's largest
+/// accumulator is `pos·hi + neg·lo` and its smallest `neg·hi + pos·lo`, with `pos` and `neg`
+/// the sums of its positive and negative weights.
+pub fn row_stats_in(codes: &Tensor<2>, range: (i64, i64)) -> Vec<RowStats> {
     let c = codes.clone().detach();
     let to_vec = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32 tensor");
     let neg = to_vec(c.clone().clamp_max(0.0).sum_dim(0));
     let pos = to_vec(c.clone().clamp_min(0.0).sum_dim(0));
     let sq = to_vec(c.powi_scalar(2).sum_dim(0));
-    neg.iter()
-        .zip(&pos)
-        .zip(&sq)
-        .map(|((&n, &p), &s)| RowStats {
-            acc_min: n as i64 * in_qmax as i64,
-            acc_max: p as i64 * in_qmax as i64,
-            l2: (s as f64).sqrt(),
+    stats_from_sums(&pos, &neg, &sq, range)
+}
+
+/// Row statistics from each row's sums of positive weights, negative weights and squares, for
+/// inputs in `[lo, hi]`.
+pub fn stats_from_sums(
+    pos: &[f32],
+    neg: &[f32],
+    sq: &[f32],
+    (lo, hi): (i64, i64),
+) -> Vec<RowStats> {
+    pos.iter()
+        .zip(neg)
+        .zip(sq)
+        .map(|((&p, &n), &s)| {
+            let (p, n) = (p as i64, n as i64);
+            RowStats {
+                acc_min: n * hi + p * lo,
+                acc_max: p * hi + n * lo,
+                l2: (s as f64).sqrt(),
+            }
         })
         .collect()
 }
@@ -211,6 +268,19 @@ pub fn round_to_noisy_slots(
     sigma_slots: &[f64],
 ) -> Tensor<2> {
     slot_centres(acc, enc, frac_bits, Some(sigma_slots))
+}
+
+/// The slots `[batch, d_out]` the PBS reads for accumulators `acc` under `enc`, noise-free
+/// (`floor(phase / 2^R)`, as [`round_to_slots`] computes them; no gradient).
+pub fn slots(acc: Tensor<2>, enc: &LayerEncoding, frac_bits: u32) -> Tensor<2> {
+    let device = acc.device();
+    let unit = (1i64 << frac_bits) as f32;
+    let row = |v: Vec<f32>| Tensor::<1>::from_floats(v.as_slice(), &device).unsqueeze_dim::<2>(0);
+    let mult = row(enc.neurons.iter().map(|n| n.mult as f32).collect());
+    let offset = row(enc.neurons.iter().map(|n| n.offset as f32).collect());
+    (acc.detach() * mult + offset)
+        .mul_scalar(1.0 / unit)
+        .floor()
 }
 
 fn slot_centres(

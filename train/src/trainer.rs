@@ -1,7 +1,6 @@
 //! Training: fp32 pre-training, quantizer calibration, QAT fine-tuning.
 
 use crate::batch::{argmax_rows, code_inputs, float_inputs, one_hot};
-use crate::model::{MlpConfig, QMlp};
 use crate::progress::{Phase, TrainEvent};
 use crate::qat::{PhaseNoise, QatModel};
 use burn::optim::{AdamConfig, GradientsParams};
@@ -101,19 +100,6 @@ fn cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     (log_softmax(logits, 1) * targets)
         .sum()
         .mul_scalar(-1.0 / n)
-}
-
-/// Train an MLP on `data`: fp32, then calibration and QAT (see [`train_model`]).
-///
-/// # Errors
-/// As [`train_model`].
-pub fn train(
-    model_cfg: MlpConfig,
-    cfg: &TrainConfig,
-    data: &Dataset,
-    device: &Device,
-) -> Result<(QMlp, TrainReport), TrainError> {
-    train_model(|d| QMlp::new(model_cfg, d), cfg, data, device)
 }
 
 /// Train the model `build` makes on `data`: fp32, then calibration and QAT. Returns the QAT

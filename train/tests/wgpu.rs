@@ -5,29 +5,43 @@
 
 use burn::module::Module;
 use burn::prelude::Device;
+use qfhe_core::{LayerSpec::*, ModelSpec, QuantSpec};
 use qfhe_datasets::synthetic::quadrants_dataset;
 use qfhe_quant::EncodingConfig;
-use qfhe_train::{select_device, train_model, CnnConfig, DeviceChoice, Pooling, QCnn, TrainConfig};
+use qfhe_train::{select_device, train_model, DeviceChoice, QSequential, TrainConfig};
 
-/// A tiny CNN for the 8×8 synthetic images.
-fn config(batch_norm: bool) -> CnnConfig {
-    CnnConfig {
-        input: [1, 8, 8],
-        channels: 4,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        pool: 2,
-        pooling: Pooling::Average,
-        hidden: vec![8],
-        batch_norm,
+/// A tiny CNN for the 8×8 synthetic images: conv 4×3×3 (batch norm) → relu → avg_pool 2 →
+/// dense 8 → 4.
+fn spec(batch_norm: bool) -> ModelSpec {
+    let spec = ModelSpec {
+        input: vec![1, 8, 8],
         classes: 4,
-        w_bits: 3,
-        out_w_bits: 4,
-        a_bits: 3,
-        in_bits: 3,
-        encoding: EncodingConfig::default(),
+        quant: QuantSpec::default(),
+        layers: vec![
+            Conv2d {
+                out_channels: 4,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            },
+            BatchNorm,
+            Relu,
+            AvgPool { k: 2 },
+            Flatten,
+            Linear { out: 8 },
+            Relu,
+            Linear { out: 4 },
+        ],
+    };
+    if batch_norm {
+        spec
+    } else {
+        spec.without_batch_norm()
     }
+}
+
+fn build(spec: &ModelSpec, d: &Device) -> QSequential {
+    QSequential::new(spec.clone(), EncodingConfig::default(), d).expect("a valid model")
 }
 
 fn train_config() -> TrainConfig {
@@ -46,17 +60,17 @@ fn train_config() -> TrainConfig {
 fn wgpu_trains_the_cnn_like_the_cpu_backend() {
     let data = quadrants_dataset();
     // Batch norm off: on wgpu its calibration step still breaks QAT (docs/DESIGN.md).
-    let cfg = config(false);
+    let spec = spec(false);
     let tc = train_config();
     // Both backends start from the same weights (drawn on the CPU), so their runs differ only
     // by floating-point reduction order.
     let flex = Device::flex();
     flex.seed(tc.seed);
-    let init = QCnn::new(cfg.clone(), &flex);
+    let init = build(&spec, &flex);
     let run = |choice| {
         let device = select_device(choice).expect("backend compiled in");
-        let build = |d: &Device| QCnn::new(cfg.clone(), d).load_record(init.clone().into_record());
-        train_model(build, &tc, &data, &device).expect("training").1
+        let make = |d: &Device| build(&spec, d).load_record(init.clone().into_record());
+        train_model(make, &tc, &data, &device).expect("training").1
     };
     let cpu = run(DeviceChoice::Flex);
     let gpu = run(DeviceChoice::Wgpu);
@@ -101,18 +115,25 @@ fn wgpu_qat_forward_matches_the_cpu_backend() {
     use burn::prelude::*;
     use qfhe_train::batch::code_inputs;
     let data = quadrants_dataset();
-    let cfg = config(true);
+    use qfhe_train::sequential::forward::{activation_codes, forward};
+    use qfhe_train::PhaseNoise;
+    let spec = spec(true);
     let tc = train_config();
     let flex = Device::flex();
-    let (model, _) = train_model(|d| QCnn::new(cfg.clone(), d), &tc, &data, &flex).unwrap();
+    let (model, _) = train_model(|d| build(&spec, d), &tc, &data, &flex).unwrap();
     let gpu = select_device(DeviceChoice::Wgpu).unwrap();
     let idx: Vec<usize> = (0..64).collect();
-    let run = |m: &QCnn, d: &Device| {
-        let (_, trace) = m
-            .forward_qat_traced(code_inputs(&data.test, &idx, 3, d))
-            .unwrap();
-        let v = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
-        (v(trace.conv_out), v(trace.hidden[0].out_codes.clone()))
+    let run = |m: &QSequential, d: &Device| {
+        let plan = m.plan(idx.len()).unwrap();
+        let out = forward(
+            m,
+            &plan,
+            code_inputs(&data.test, &idx, 3, d),
+            PhaseNoise::Exact,
+        );
+        let acts = activation_codes(m, &out);
+        let f = |v: &Vec<i32>| v.iter().map(|&c| c as f32).collect::<Vec<f32>>();
+        (f(&acts[0]), f(&acts[1]))
     };
     let cpu_out = run(&model, &flex);
     let gpu_out = run(&model.clone().to_device(&gpu), &gpu);

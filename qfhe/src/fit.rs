@@ -1,0 +1,245 @@
+//! `fit`: train a model description, fp32 then quantization-aware, for the encoding of a vetted
+//! TFHE parameter set.
+
+use crate::{Error, Result};
+use burn::module::Module;
+use burn::prelude::Device;
+use qfhe_core::ModelSpec;
+use qfhe_datasets::Dataset;
+use qfhe_fhe_runtime::FheParams;
+use qfhe_quant::EncodingConfig;
+use qfhe_train::{select_device, DeviceChoice, QSequential, TrainConfig, TrainEvent, TrainReport};
+use std::path::Path;
+
+/// How to fit a model. [`FitConfig::default`] is what the `qfhe` command uses.
+#[derive(Debug, Clone)]
+pub struct FitConfig {
+    /// Epochs, batch size, learning rates, noise-aware QAT, seed.
+    pub train: TrainConfig,
+    /// PBS polynomial size `N` of the parameter set the circuit is encoded for (2048 or 8192);
+    /// the encoding's noise figures are taken from that set.
+    pub poly_size: u32,
+    /// Narrowest table step to train for, in PBS slots (the accumulator-aware bound): wider
+    /// steps mean fewer off-by-one table reads under FHE, at some accuracy cost.
+    pub min_step_slots: f64,
+    /// Training backend.
+    pub device: DeviceChoice,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        Self {
+            train: TrainConfig::default(),
+            poly_size: 2048,
+            min_step_slots: 40.0,
+            device: DeviceChoice::Flex,
+        }
+    }
+}
+
+impl FitConfig {
+    /// Check every field.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field and its bound, [`Error::PolySize`] for a polynomial
+    /// size without a parameter set.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        let bad = |field, value: String, bound: &str| {
+            Err(Error::Config {
+                field,
+                value,
+                bound: bound.into(),
+            })
+        };
+        if t.batch_size == 0 {
+            return bad("train.batch_size", "0".into(), "at least 1");
+        }
+        for (field, lr) in [("train.lr", t.lr), ("train.qat_lr", t.qat_lr)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return bad(field, lr.to_string(), "a positive learning rate");
+            }
+        }
+        if !(self.min_step_slots.is_finite() && self.min_step_slots > 0.0) {
+            return bad(
+                "min_step_slots",
+                self.min_step_slots.to_string(),
+                "a positive number of slots",
+            );
+        }
+        self.params().map(|_| ())
+    }
+
+    fn params(&self) -> Result<FheParams> {
+        FheParams::by_poly_size(self.poly_size).ok_or(Error::PolySize(self.poly_size))
+    }
+
+    /// The torus encoding the model is trained for: the parameter set's polynomial size and
+    /// noise figures, this configuration's minimum step.
+    ///
+    /// # Errors
+    /// As [`FitConfig::validate`].
+    pub fn encoding(&self) -> Result<EncodingConfig> {
+        self.validate()?;
+        let params = self.params()?;
+        Ok(EncodingConfig {
+            poly_size: params.poly_size(),
+            min_step_slots: self.min_step_slots,
+            noise: params.noise_spec(),
+            ..EncodingConfig::default()
+        })
+    }
+}
+
+/// A fitted model: the trained network, its description and what training measured.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub(crate) net: QSequential,
+    pub(crate) info: ModelInfo,
+}
+
+/// What is saved beside a model's weights (`model.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ModelInfo {
+    /// The dataset it was trained on.
+    pub dataset: String,
+    /// Its name (preset or file stem).
+    pub name: String,
+    /// The architecture.
+    pub model: ModelSpec,
+    /// The encoding it was trained for.
+    pub encoding: EncodingConfig,
+    /// Training hyper-parameters.
+    pub train: TrainConfig,
+    /// fp32 accuracy on the evaluation set, in [0, 1].
+    pub fp32_accuracy: f64,
+    /// Quantized (QAT forward) accuracy on the evaluation set, in [0, 1].
+    pub qat_accuracy: f64,
+}
+
+/// Train `spec` on `data` (fp32, then calibration and quantization-aware training) for the
+/// encoding `cfg` names. Reports nothing while it runs; see [`fit_with`].
+///
+/// # Errors
+/// As [`fit_with`].
+pub fn fit(spec: &ModelSpec, data: &Dataset, cfg: &FitConfig) -> Result<Model> {
+    fit_with(spec, data, cfg, &mut |_| {})
+}
+
+/// [`fit`], calling `progress` with every [`TrainEvent`] (epochs, mini-batches, calibration).
+///
+/// # Errors
+/// [`Error::Model`] for an invalid description, [`Error::Config`] for an invalid `cfg`,
+/// [`Error::Mismatch`] when the images do not have the model's inputs, [`Error::Train`] when
+/// training fails (a layer that cannot be encoded), [`Error::Backend`] for a backend not built.
+pub fn fit_with(
+    spec: &ModelSpec,
+    data: &Dataset,
+    cfg: &FitConfig,
+    progress: &mut dyn FnMut(TrainEvent<'_>),
+) -> Result<Model> {
+    let encoding = cfg.encoding()?;
+    spec.validate()?;
+    let inputs: usize = spec.input.iter().product();
+    if inputs != data.train.pixels() {
+        return Err(Error::Mismatch {
+            what: "inputs per image",
+            expected: inputs,
+            found: data.train.pixels(),
+        });
+    }
+    let device = select_device(cfg.device).map_err(|_| Error::Backend {
+        backend: match cfg.device {
+            DeviceChoice::Wgpu => "wgpu",
+            _ => "ndarray",
+        },
+    })?;
+    let build = |d: &Device| QSequential::new(spec.clone(), encoding, d).expect("validated");
+    let (net, report) = qfhe_train::train_model_with(build, &cfg.train, data, &device, progress)?;
+    Ok(Model {
+        net,
+        info: info(spec, data, encoding, cfg, &report),
+    })
+}
+
+fn info(
+    spec: &ModelSpec,
+    data: &Dataset,
+    encoding: EncodingConfig,
+    cfg: &FitConfig,
+    report: &TrainReport,
+) -> ModelInfo {
+    ModelInfo {
+        dataset: data.name.clone(),
+        name: "model".into(),
+        model: spec.clone(),
+        encoding,
+        train: cfg.train.clone(),
+        fp32_accuracy: report.fp32_accuracy,
+        qat_accuracy: report.qat_accuracy,
+    }
+}
+
+impl Model {
+    /// What was saved or measured: description, encoding, accuracies.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The name reports use.
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.info.name = name.into();
+    }
+
+    /// The trained network.
+    pub fn network(&self) -> &QSequential {
+        &self.net
+    }
+
+    /// Save as `dir/model.bpk` (weights) and `dir/model.json` ([`ModelInfo`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Saved`] when a file cannot be written.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.into(),
+            source,
+        })?;
+        let weights = dir.join("model.bpk");
+        self.net
+            .clone()
+            .save_file(&weights)
+            .map_err(|e| Error::Saved {
+                path: weights,
+                message: format!("{e:?}"),
+            })?;
+        let path = dir.join("model.json");
+        let json = serde_json::to_vec_pretty(&self.info).expect("plain data");
+        std::fs::write(&path, json).map_err(|source| Error::Io { path, source })
+    }
+
+    /// Load what [`Model::save`] wrote.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a missing file, [`Error::Saved`] for files this version cannot read,
+    /// [`Error::Model`] for a description that is not valid.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("model.json");
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let info: ModelInfo = serde_json::from_slice(&bytes).map_err(|e| Error::Saved {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let weights = dir.join("model.bpk");
+        let net = QSequential::new_folded(info.model.clone(), info.encoding, &Device::flex())?
+            .try_load_file(&weights)
+            .map_err(|e| Error::Saved {
+                path: weights,
+                message: format!("{e:?}"),
+            })?;
+        Ok(Self { net, info })
+    }
+}
