@@ -23,7 +23,8 @@ pub struct LayerReport {
     pub acc_bits: u32,
     /// PBS per sample in this layer (0 for the output layer).
     pub pbs: usize,
-    /// Narrowest table step over the layer's neurons, slots (hidden layers).
+    /// Narrowest table step over the layer's neurons, slots (hidden layers): the narrowest run
+    /// that a reachable phase could jump past into a level more than one code away.
     pub min_slots_per_step: Option<f64>,
     /// Median over neurons of their narrowest step, slots (hidden layers).
     pub median_slots_per_step: Option<f64>,
@@ -100,8 +101,16 @@ fn stage_report(
             log2_erfc(lo / sigma) - 1.0,
             log2_erfc((n_slots as f64 - hi) / sigma) - 1.0,
         );
-        // Jumps past a neighbouring run: from any reachable run k, crossing all of run k±1.
+        // Jumps past a neighbouring run: from any reachable run k, crossing all of run k±1
+        // into run k±2. Gross only when that lands more than one level away: a narrow run of a
+        // non-monotone table (SiLU's dip, one code below two equal neighbours) can be jumped
+        // without any error.
         let t = &n.table;
+        let gross = |k: usize, beyond: usize| {
+            t.levels
+                .get(beyond)
+                .is_some_and(|&v| (i64::from(v) - i64::from(t.levels[k])).abs() > 1)
+        };
         let width = |m: usize| (t.run_end(m, n_slots) - t.starts[m] as i64) as f64;
         // Only runs lying wholly inside (0, N) can be jumped over; a jump past either edge of
         // the half torus is a wrap, counted above.
@@ -112,8 +121,8 @@ fn stage_report(
         );
         let mut narrowest = f64::INFINITY;
         for k in k_lo..=k_hi {
-            for m in [k + 1, k.wrapping_sub(1)] {
-                if m < t.runs() && interior(m) {
+            for (m, beyond) in [(k + 1, k + 2), (k.wrapping_sub(1), k.wrapping_sub(2))] {
+                if m < t.runs() && interior(m) && gross(k, beyond) {
                     narrowest = narrowest.min(width(m));
                     log2_p = log2_add(log2_p, log2_erfc(width(m) / sigma) - 1.0);
                 }

@@ -104,3 +104,21 @@ fn noise_std_follows_the_weights_and_row_multipliers() {
     assert!(report.iter().all(|l| l.log2_p_gross < -60.0), "{report:?}");
     assert_eq!(report[0].min_slots_per_step, Some(100.0));
 }
+
+#[test]
+fn jumping_a_narrow_run_is_gross_only_when_it_skips_a_level() {
+    let spec = NoiseSpec::default();
+    let inputs = all_inputs(&residual(), 10);
+    // `dip`'s runs: 0, −1, 0, 1, 2. Shrink one of them to 2 slots (its right neighbour grows).
+    let narrowed = |run: usize| {
+        let mut c = residual();
+        let t = &mut c.stages[0].neurons[0].table;
+        assert_eq!(t.levels, [0, -1, 0, 1, 2]);
+        t.starts[run + 1] = t.starts[run] + 2;
+        qfhe_circuit::analyze(&c, &spec, &inputs)[0].log2_p_gross
+    };
+    // Past the dip's −1 lies 0 again, where the jump started: no error at all.
+    assert!(narrowed(1) < -60.0, "{}", narrowed(1));
+    // Past the 1 between 0 and 2 lies a code two levels away.
+    assert!(narrowed(3) > -10.0, "{}", narrowed(3));
+}

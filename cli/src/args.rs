@@ -39,8 +39,8 @@ pub struct DataArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// The model: a preset (`mlp`: 784-128-10; `cnn`: conv 1→24 7×7 stride 4, batch norm, dense
-    /// 256; `lenet`: two convolutions, average pooling, dense 64) or a model file (`.toml` or
-    /// `.json`, format in docs/DESIGN.md).
+    /// 256; `lenet`: conv 1→12 5×5 stride 2, conv 12→24 3×3 stride 2, dense 64) or a model file
+    /// (`.toml` or `.json`, format in README.md and docs/DESIGN.md).
     #[arg(long, default_value = "mlp", value_name = "PRESET|FILE")]
     pub model: String,
     /// Replace the model's dense hidden layers (after its last flatten) by ReLU layers of these
@@ -190,11 +190,11 @@ pub enum DeviceArg {
 
 impl DeviceArg {
     /// The trainer's device choice.
-    pub fn choice(self) -> qfhe_train::DeviceChoice {
+    pub fn choice(self) -> qfhe::DeviceChoice {
         match self {
-            Self::Flex => qfhe_train::DeviceChoice::Flex,
-            Self::Ndarray => qfhe_train::DeviceChoice::Ndarray,
-            Self::Wgpu => qfhe_train::DeviceChoice::Wgpu,
+            Self::Flex => qfhe::DeviceChoice::Flex,
+            Self::Ndarray => qfhe::DeviceChoice::Ndarray,
+            Self::Wgpu => qfhe::DeviceChoice::Wgpu,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::args::DataArgs;
 use anyhow::{bail, Context};
-use qfhe_datasets::Dataset;
+use qfhe::Dataset;
 
 /// The dataset of `--dataset` / `--data-dir`.
 pub fn load(args: &DataArgs) -> anyhow::Result<Dataset> {

@@ -3,9 +3,9 @@
 use crate::args::{EvalArgs, FheArgs, RunArgs};
 use crate::report::{layer_table, FheReport, Latency, Report, TraceLayer};
 use anyhow::Context;
+use qfhe::Dataset;
 use qfhe_circuit::simulate::{stage_decode_error, ExactTrace};
 use qfhe_circuit::{Circuit, NoiseModel};
-use qfhe_datasets::Dataset;
 use qfhe_fhe_runtime::{compile, Client, ClientKey, FheParams, Server};
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -342,17 +342,16 @@ pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
 pub fn run_command(args: &RunArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let data = crate::data::load(&args.data)?;
-    let (model, train_report, tc) = crate::train_cmd::train_model_cmd(&data, &args.model)?;
-    let info = crate::train_cmd::info(&data, &model, tc, &train_report);
-    crate::train_cmd::save_model(&args.out, &model, &info)?;
-    let circuit = model.to_circuit(&data.name, train_report.fp32_accuracy)?;
+    let model = crate::train_cmd::fit(&data, &args.model)?;
+    model.save(&args.out)?;
+    let circuit = model.circuit()?;
     circuit.save(&args.out.join("circuit.json"))?;
     eprintln!(
         "trained in {:.1} s; circuit exported ({} PBS per sample)",
-        train_report.seconds,
+        model.info().train_seconds,
         circuit.pbs_count()
     );
-    let report = evaluate(&circuit, &data, &args.fhe, &model.name)?;
+    let report = evaluate(&circuit, &data, &args.fhe, &model.info().name)?;
     finish(&report, &args.out)?;
     println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
     Ok(())

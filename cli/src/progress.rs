@@ -1,7 +1,7 @@
 //! Progress bars and per-epoch lines for the library's training events.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use qfhe_train::TrainEvent;
+use qfhe::TrainEvent;
 use std::io::IsTerminal;
 
 /// A progress bar of `len` steps labelled `label` on stderr (hidden when stderr is not a

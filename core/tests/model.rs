@@ -8,7 +8,7 @@ classes = 10
 
 [[layers]]
 kind = "conv2d"
-out_channels = 8
+out_channels = 12
 kernel = 5
 stride = 2
 
@@ -19,13 +19,10 @@ kind = "batch_norm"
 kind = "relu"
 
 [[layers]]
-kind = "avg_pool"
-k = 2
-
-[[layers]]
 kind = "conv2d"
-out_channels = 16
+out_channels = 24
 kernel = 3
+stride = 2
 
 [[layers]]
 kind = "batch_norm"
@@ -58,9 +55,8 @@ fn presets_have_the_documented_shapes() {
     assert_eq!(shapes[0], Shape::Image([24, 6, 6]));
     let lenet = ModelSpec::preset("lenet", mnist, 10).unwrap();
     let shapes = lenet.validate().unwrap();
-    assert_eq!(shapes[0], Shape::Image([8, 12, 12]));
-    assert_eq!(shapes[3], Shape::Image([8, 6, 6]));
-    assert_eq!(shapes[4], Shape::Image([16, 4, 4]));
+    assert_eq!(shapes[0], Shape::Image([12, 12, 12]));
+    assert_eq!(shapes[3], Shape::Image([24, 5, 5]));
     let convs = lenet
         .layers
         .iter()

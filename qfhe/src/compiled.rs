@@ -68,9 +68,7 @@ impl Model {
     /// # Errors
     /// As [`Model::compile`].
     pub fn compile_with(&self, calibration: &ImageSet, p_error_log2: f64) -> Result<Compiled> {
-        let mut circuit = qfhe_export::lower(&self.net, &self.info.dataset)?;
-        circuit.meta.fp32_accuracy = Some(self.info.fp32_accuracy);
-        Compiled::new(circuit, calibration, p_error_log2)
+        Compiled::new(self.circuit()?, calibration, p_error_log2)
     }
 }
 

@@ -26,6 +26,9 @@ pub enum Error {
     /// No vetted parameter set for the polynomial size.
     #[error("no vetted TFHE parameter set with polynomial size {0}; use 2048 or 8192")]
     PolySize(u32),
+    /// A dataset could not be fetched or read.
+    #[error(transparent)]
+    Data(#[from] qfhe_datasets::DataError),
     /// The model description is invalid.
     #[error(transparent)]
     Model(#[from] qfhe_core::ModelError),

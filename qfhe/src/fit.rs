@@ -115,6 +115,9 @@ pub struct ModelInfo {
     pub fp32_accuracy: f64,
     /// Quantized (QAT forward) accuracy on the evaluation set, in [0, 1].
     pub qat_accuracy: f64,
+    /// Wall time of training (both phases), seconds.
+    #[serde(default)]
+    pub train_seconds: f64,
 }
 
 /// Train `spec` on `data` (fp32, then calibration and quantization-aware training) for the
@@ -177,6 +180,7 @@ fn info(
         train: cfg.train.clone(),
         fp32_accuracy: report.fp32_accuracy,
         qat_accuracy: report.qat_accuracy,
+        train_seconds: report.seconds,
     }
 }
 
@@ -194,6 +198,17 @@ impl Model {
     /// The trained network.
     pub fn network(&self) -> &QSequential {
         &self.net
+    }
+
+    /// Lower the model to its circuit (no parameter check; see [`Model::compile`]), carrying
+    /// the dataset's name and the fp32 accuracy for reports.
+    ///
+    /// # Errors
+    /// [`Error::Export`] when a layer cannot be lowered.
+    pub fn circuit(&self) -> Result<qfhe_circuit::Circuit> {
+        let mut circuit = qfhe_export::lower(&self.net, &self.info.dataset)?;
+        circuit.meta.fp32_accuracy = Some(self.info.fp32_accuracy);
+        Ok(circuit)
     }
 
     /// Save as `dir/model.bpk` (weights) and `dir/model.json` ([`ModelInfo`]).

@@ -203,7 +203,10 @@ pub(super) fn plan(model: &QSequential, batch: usize) -> Result<Plan, EncodingEr
                 let activation = l.activation().expect("an activation");
                 let point = match pending.take() {
                     Some((w, input)) => {
-                        weighted_point(model, (w, roles[w]), input, step.clone(), s_out)?
+                        // The bound is for the steepest table step, not the average one.
+                        let mu = activation.max_slope();
+                        let (step, s_out) = (step.clone().div_scalar(mu), s_out / mu);
+                        weighted_point(model, (w, roles[w]), input, step, s_out)?
                     }
                     None => identity_point(cur.clone(), n, s_out, cfg)?,
                 };
