@@ -15,9 +15,21 @@ fn benches(c: &mut Criterion) {
     let client = Client::new(&ck, &circuit).unwrap();
 
     let ct = random_ciphertexts(1, params.big_dim()).pop().unwrap();
-    c.bench_function("ks_pbs_n2048", |b| {
-        b.iter(|| server.bootstrap_one(black_box(&ct)))
-    });
+    let mut group = c.benchmark_group("ks_pbs_n2048");
+    group.bench_function("qfhe", |b| b.iter(|| server.bootstrap_one(black_box(&ct))));
+    // The same parameter set through tfhe's own shortint API, side by side: the reference our
+    // core_crypto path should match.
+    {
+        use tfhe::shortint::parameters::v1_8::V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128 as P;
+        let ck = tfhe::shortint::ClientKey::new(P);
+        let sk = tfhe::shortint::ServerKey::new(&ck);
+        let lut = sk.generate_lookup_table(|x| (x * 3 + 1) % 4);
+        let ct = ck.encrypt(3);
+        group.bench_function("tfhe_shortint", |b| {
+            b.iter(|| sk.apply_lookup_table(black_box(&ct), &lut))
+        });
+    }
+    group.finish();
 
     let inputs = random_ciphertexts(784, params.big_dim());
     let inputs: Vec<_> = inputs.iter().collect();

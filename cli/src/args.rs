@@ -22,6 +22,83 @@ pub enum Command {
     Eval(EvalArgs),
     /// Train → export → FHE evaluation → accuracy table and report.
     Run(RunArgs),
+    /// Client: generate a key pair for a circuit (client.key, secret; eval.key, for the server).
+    Keygen(KeygenArgs),
+    /// Client: encrypt test images into an input file for the server.
+    Encrypt(EncryptArgs),
+    /// Server: evaluate an input file with an evaluation key into an output file.
+    Infer(InferArgs),
+    /// Client: decrypt an output file and print each sample's class and logits.
+    Decrypt(DecryptArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Circuit file written by `qfhe export` or `qfhe run`.
+    #[arg(long, default_value = "qfhe-out/circuit.json")]
+    pub circuit: PathBuf,
+    /// Folder for client.key (mode 0600) and eval.key.
+    #[arg(long, default_value = "qfhe-keys")]
+    pub out: PathBuf,
+    /// Replace an existing client.key.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EncryptArgs {
+    /// Circuit file the keys were made for.
+    #[arg(long, default_value = "qfhe-out/circuit.json")]
+    pub circuit: PathBuf,
+    /// Folder holding client.key.
+    #[arg(long, default_value = "qfhe-keys")]
+    pub keys: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Test images to encrypt, `A..B` (B exclusive, at most 4096).
+    #[arg(long, default_value = "0..1", value_parser = |s: &str| crate::deploy::parse_range(s))]
+    pub test_index: std::ops::Range<usize>,
+    /// Input file to write.
+    #[arg(long, default_value = "inputs.qfhe")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    /// Circuit file.
+    #[arg(long, default_value = "qfhe-out/circuit.json")]
+    pub circuit: PathBuf,
+    /// The client's evaluation key.
+    #[arg(long, default_value = "qfhe-keys/eval.key")]
+    pub eval_key: PathBuf,
+    /// Input file written by `qfhe encrypt`.
+    #[arg(long, default_value = "inputs.qfhe")]
+    pub inputs: PathBuf,
+    /// Most samples accepted in one input file.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_batch: u32,
+    /// Threads for the PBS (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096).map(|v| v as usize))]
+    pub threads: Option<usize>,
+    /// Output file to write.
+    #[arg(long, default_value = "outputs.qfhe")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DecryptArgs {
+    /// Circuit file.
+    #[arg(long, default_value = "qfhe-out/circuit.json")]
+    pub circuit: PathBuf,
+    /// Folder holding client.key.
+    #[arg(long, default_value = "qfhe-keys")]
+    pub keys: PathBuf,
+    /// Output file written by `qfhe infer`.
+    #[arg(long, default_value = "outputs.qfhe")]
+    pub outputs: PathBuf,
+    /// One JSON object per sample: `{sample, prediction, logits}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the data comes from.
@@ -84,6 +161,10 @@ pub struct ModelArgs {
     /// off-by-one table reads FHE makes; evaluation always uses the exact circuit.
     #[arg(long)]
     pub no_qat_noise: bool,
+    /// Data augmentation: move each training image by a random translation of up to this many
+    /// pixels each way (0: none; default: 2 for the lenet preset, 0 otherwise).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=64).map(|v| v as usize))]
+    pub augment_shift: Option<usize>,
     /// Mini-batch size.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1 << 20).map(|v| v as usize))]
     pub batch_size: usize,

@@ -2,6 +2,7 @@
 
 mod args;
 mod data;
+mod deploy;
 mod eval;
 mod progress;
 mod report;
@@ -30,5 +31,9 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Command::Export(a) => train_cmd::export(&a),
         args::Command::Eval(a) => eval::eval_command(&a),
         args::Command::Run(a) => eval::run_command(&a),
+        args::Command::Keygen(a) => deploy::keygen(&a),
+        args::Command::Encrypt(a) => deploy::encrypt(&a),
+        args::Command::Infer(a) => deploy::infer(&a),
+        args::Command::Decrypt(a) => deploy::decrypt(&a),
     }
 }

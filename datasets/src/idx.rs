@@ -45,6 +45,28 @@ impl ImageSet {
         &self.images[i * p..(i + 1) * p]
     }
 
+    /// Image `i` moved by `dx` columns right and `dy` rows down (negative: left, up), the
+    /// uncovered border filled with 0 (background), `rows * cols` bytes. Shifts of at least the
+    /// image size give a blank image.
+    pub fn translated(&self, i: usize, dx: isize, dy: isize) -> Vec<u8> {
+        let (rows, cols) = (self.rows as isize, self.cols as isize);
+        let src = self.image(i);
+        let mut out = vec![0u8; src.len()];
+        for y in 0..rows {
+            let sy = y - dy;
+            if !(0..rows).contains(&sy) {
+                continue;
+            }
+            for x in 0..cols {
+                let sx = x - dx;
+                if (0..cols).contains(&sx) {
+                    out[(y * cols + x) as usize] = src[(sy * cols + sx) as usize];
+                }
+            }
+        }
+        out
+    }
+
     /// The first `n` images (or all if fewer).
     pub fn head(&self, n: usize) -> ImageSet {
         let n = n.min(self.len());

@@ -1,5 +1,5 @@
 use qfhe_datasets::idx::{encode_images, encode_labels};
-use qfhe_datasets::{DataError, Dataset, IDX_FILES};
+use qfhe_datasets::{DataError, Dataset, ImageSet, IDX_FILES};
 use std::path::Path;
 
 /// A tiny IDX dataset: 5 training and 3 test images of 2x3 pixels, labels over 4 classes.
@@ -85,4 +85,34 @@ fn corrupt_mnist_file_fails_its_checksum() {
     let err = qfhe_datasets::mnist::verify(dir.path()).unwrap_err();
     assert!(matches!(err, DataError::Checksum { .. }));
     assert!(err.to_string().contains("re-fetch"));
+}
+
+#[test]
+fn translation_moves_pixels_and_fills_the_border_with_zero() {
+    // 3×4 image with pixel (y, x) = 10·y + x + 1, so every pixel is distinct and non-zero.
+    let img: Vec<u8> = (0..3u8)
+        .flat_map(|y| (0..4u8).map(move |x| 10 * y + x + 1))
+        .collect();
+    let set = ImageSet {
+        images: img.clone(),
+        labels: vec![0],
+        rows: 3,
+        cols: 4,
+    };
+    assert_eq!(set.translated(0, 0, 0), img);
+    let right_down = set.translated(0, 1, 1);
+    for y in 0..3 {
+        for x in 0..4 {
+            let want = if y == 0 || x == 0 {
+                0
+            } else {
+                img[(y - 1) * 4 + (x - 1)]
+            };
+            assert_eq!(right_down[y * 4 + x], want, "pixel ({y}, {x})");
+        }
+    }
+    let left_up = set.translated(0, -2, -1);
+    assert_eq!(left_up, vec![13, 14, 0, 0, 23, 24, 0, 0, 0, 0, 0, 0]);
+    assert!(set.translated(0, 4, 0).iter().all(|&p| p == 0));
+    assert!(set.translated(0, 0, -3).iter().all(|&p| p == 0));
 }

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use qfhe_core::{LayerSpec, LayerSpec::*, ModelSpec, QuantSpec};
 use qfhe_export::lower;
 use qfhe_quant::EncodingConfig;
-use qfhe_train::batch::code_inputs;
+use qfhe_train::batch::{code_inputs, Augment};
 use qfhe_train::sequential::forward::{activation_codes, forward};
 use qfhe_train::{train_model, PhaseNoise, QSequential, TrainConfig};
 
@@ -63,7 +63,13 @@ fn check(input: Vec<usize>, layers: Vec<LayerSpec>) -> f64 {
     assert_eq!(stage, circuit.stages.len());
 
     let idx: Vec<usize> = (0..data.test.len()).collect();
-    let x = code_inputs(&data.test, &idx, spec.quant.in_bits, &model.device());
+    let x = code_inputs(
+        &data.test,
+        &idx,
+        spec.quant.in_bits,
+        &mut Augment::none(),
+        &model.device(),
+    );
     let plan = model.plan(idx.len()).unwrap();
     let out = forward(&model, &plan, x, PhaseNoise::Exact);
     let acts = activation_codes(&model, &out);

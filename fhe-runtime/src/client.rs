@@ -1,8 +1,10 @@
 //! The client: encrypts input codes, decrypts outputs.
 
+use crate::error::RuntimeError;
 use crate::keys::ClientKey;
-use crate::server::RuntimeError;
+use crate::messages::{InputBatch, OutputBatch};
 use qfhe_circuit::Circuit;
+use tfhe::core_crypto::commons::math::random::{CompressionSeed, Seed};
 use tfhe::core_crypto::prelude::*;
 
 /// A client for one circuit, holding the secret key.
@@ -52,6 +54,81 @@ impl<'a> Client<'a> {
                 )
             })
             .collect())
+    }
+
+    /// Encrypt a batch of samples' input codes as seeded ciphertext lists (one fresh random
+    /// compression seed per sample; tfhe-rs `par_encrypt_seeded_lwe_ciphertext_list`), for
+    /// sending to a server.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Circuit`] for a sample of the wrong length or with an out-of-range code;
+    /// [`RuntimeError::Input`] for an empty batch or one over [`crate::messages::MAX_BATCH`].
+    pub fn encrypt_batch(&self, samples: &[Vec<i32>]) -> Result<InputBatch, RuntimeError> {
+        if samples.is_empty() || samples.len() > crate::messages::MAX_BATCH as usize {
+            return Err(RuntimeError::Input(format!(
+                "a batch of {} samples; send 1 to {}",
+                samples.len(),
+                crate::messages::MAX_BATCH
+            )));
+        }
+        let c = self.circuit;
+        let p = &self.key.params.set;
+        let lwe_size = LweSize(self.key.params.big_dim() + 1);
+        let mut seeder = new_seeder();
+        let mut seeds = Vec::with_capacity(samples.len());
+        let mut lists = Vec::with_capacity(samples.len());
+        for codes in samples {
+            c.check_input(codes)?;
+            let seed = crate::wire::random_u128();
+            let plain = PlaintextList::from_container(
+                codes
+                    .iter()
+                    .map(|&x| (x as u64).wrapping_mul(c.input.delta))
+                    .collect::<Vec<_>>(),
+            );
+            let mut list = SeededLweCiphertextList::new(
+                0u64,
+                lwe_size,
+                LweCiphertextCount(codes.len()),
+                CompressionSeed::from(Seed(seed)),
+                p.ciphertext_modulus,
+            );
+            par_encrypt_seeded_lwe_ciphertext_list(
+                &self.key.big_sk,
+                &mut list,
+                &plain,
+                p.glwe_noise_distribution,
+                seeder.as_mut(),
+            );
+            seeds.push(seed);
+            lists.push(list);
+        }
+        Ok(InputBatch {
+            key_id: self.key.key_id,
+            seeds,
+            samples: lists,
+        })
+    }
+
+    /// Decrypt a batch of outputs received from a server: per sample, the output layer's
+    /// accumulators (`d_out` values).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Input`] when the outputs are under another key or do not have one
+    /// ciphertext of the parameters' size per output.
+    pub fn decrypt_batch(&self, outputs: &OutputBatch) -> Result<Vec<Vec<i64>>, RuntimeError> {
+        if outputs.key_id() != self.key.key_id {
+            return Err(RuntimeError::Input(format!(
+                "the outputs are under key {}, this client holds key {}",
+                crate::wire::hex(&outputs.key_id()),
+                crate::wire::hex(&self.key.key_id)
+            )));
+        }
+        outputs
+            .ciphertexts()
+            .iter()
+            .map(|cts| self.decrypt_output(cts))
+            .collect()
     }
 
     /// Check ciphertexts handed to the client: `count` of them, each of `k·N + 1` words.

@@ -9,17 +9,25 @@
 //! * [`server`]: circuit evaluation: per hidden neuron a GEMM row over ciphertexts, a keyswitch,
 //!   the centered modulus switch and a blind rotation through the neuron's LUT, spread over
 //!   threads with rayon;
+//! * [`wire`], [`messages`]: the versioned, checksummed envelopes that keys and ciphertext
+//!   batches travel in (seeded evaluation keys and inputs, modulus-switched outputs), each
+//!   validated before anything is allocated;
 //! * [`compile`]: the noise check that refuses circuits whose gross-error probability per PBS
 //!   exceeds a target.
 
 pub mod client;
 pub mod compile;
+pub mod error;
 pub mod keys;
+pub mod messages;
 pub mod params;
 pub mod server;
+pub mod wire;
 
 pub use client::Client;
 pub use compile::{compile, CompileError, CompileReport};
-pub use keys::{ClientKey, EvalKey};
+pub use error::RuntimeError;
+pub use keys::{ClientKey, CompressedEvalKey, EvalKey};
+pub use messages::{InputBatch, OutputBatch};
 pub use params::FheParams;
 pub use server::Server;

@@ -6,26 +6,7 @@ use qfhe_circuit::{Circuit, Source, Stage};
 use rayon::prelude::*;
 use tfhe::core_crypto::prelude::*;
 
-/// Errors of the runtime.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    /// The circuit was exported for other parameters.
-    #[error("the circuit was exported for polynomial size N = {circuit}, but the parameters ({name}) have N = {params}; train and export the model for N = {params}, or choose parameters with N = {circuit}")]
-    ParamsMismatch {
-        /// Circuit's N.
-        circuit: u32,
-        /// Parameters' N.
-        params: u32,
-        /// Parameter set.
-        name: &'static str,
-    },
-    /// Bad input.
-    #[error("bad input: {0}")]
-    Input(String),
-    /// Input codes that do not fit the circuit.
-    #[error(transparent)]
-    Circuit(#[from] qfhe_circuit::CircuitError),
-}
+pub use crate::error::RuntimeError;
 
 pub(crate) fn check_params(circuit: &Circuit, params: &FheParams) -> Result<(), RuntimeError> {
     if circuit.encoding.poly_size != params.poly_size() {
@@ -155,6 +136,33 @@ impl<'a> Server<'a> {
             )));
         }
         Ok(())
+    }
+
+    /// Evaluate a batch received from a client: decompress the seeded inputs, evaluate
+    /// ([`Server::evaluate_batch`]) and modulus-switch the outputs for sending back.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Input`] when the inputs are under another key than this server's
+    /// evaluation key; as [`Server::evaluate_batch`].
+    pub fn evaluate_message(
+        &self,
+        inputs: &crate::messages::InputBatch,
+    ) -> Result<crate::messages::OutputBatch, RuntimeError> {
+        if inputs.key_id() != self.key.key_id {
+            return Err(RuntimeError::Input(format!(
+                "the inputs are under key {}, but this server holds key {}: register the client's evaluation key",
+                crate::wire::hex(&inputs.key_id()),
+                crate::wire::hex(&self.key.key_id)
+            )));
+        }
+        let cts = inputs.decompress();
+        let refs: Vec<&[_]> = cts.iter().map(Vec::as_slice).collect();
+        let outs = self.evaluate_batch(&refs, false)?;
+        let outputs: Vec<_> = outs.into_iter().map(|e| e.output).collect();
+        Ok(crate::messages::OutputBatch::from_outputs(
+            self.key.key_id,
+            &outputs,
+        ))
     }
 
     /// Evaluate the circuit on a batch of samples' encrypted inputs (`batch[s]`: the circuit's

@@ -3,23 +3,74 @@
 use burn::prelude::*;
 use qfhe_datasets::ImageSet;
 use qfhe_quant::scheme::input_code;
+use rand::{Rng, SeedableRng};
+use std::borrow::Cow;
 
-/// Pixels of the images at `idx` as floats in `[0, 1]`, `[batch, pixels]`.
-pub fn float_inputs(set: &ImageSet, idx: &[usize], device: &Device) -> Tensor<2> {
+/// Random translations of training images (see `TrainConfig::augment_shift`).
+pub struct Augment {
+    shift: i32,
+    rng: rand::rngs::StdRng,
+}
+
+impl Augment {
+    /// Translations of up to `shift` pixels each way, drawn from a stream seeded by `seed`.
+    pub fn new(shift: usize, seed: u64) -> Self {
+        Self {
+            shift: i32::try_from(shift).unwrap_or(i32::MAX),
+            // A fixed offset keeps this stream apart from the shuffling one seeded by `seed`.
+            rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0x6175_676d_656e_7421),
+        }
+    }
+
+    /// No augmentation (evaluation).
+    pub fn none() -> Self {
+        Self::new(0, 0)
+    }
+
+    fn image<'a>(&mut self, set: &'a ImageSet, i: usize) -> Cow<'a, [u8]> {
+        if self.shift == 0 {
+            return Cow::Borrowed(set.image(i));
+        }
+        let dx = self.rng.random_range(-self.shift..=self.shift);
+        let dy = self.rng.random_range(-self.shift..=self.shift);
+        Cow::Owned(set.translated(i, dx as isize, dy as isize))
+    }
+}
+
+/// Pixels of the images at `idx` as floats in `[0, 1]`, `[batch, pixels]`, each through
+/// `augment`.
+pub fn float_inputs(
+    set: &ImageSet,
+    idx: &[usize],
+    augment: &mut Augment,
+    device: &Device,
+) -> Tensor<2> {
     let p = set.pixels();
     let mut v = Vec::with_capacity(idx.len() * p);
     for &i in idx {
-        v.extend(set.image(i).iter().map(|&x| x as f32 / 255.0));
+        v.extend(augment.image(set, i).iter().map(|&x| x as f32 / 255.0));
     }
     Tensor::from_data(TensorData::new(v, [idx.len(), p]), device)
 }
 
-/// Input codes of the images at `idx` ([`input_code`]), `[batch, pixels]`.
-pub fn code_inputs(set: &ImageSet, idx: &[usize], bits: u32, device: &Device) -> Tensor<2> {
+/// Input codes of the images at `idx` ([`input_code`]), `[batch, pixels]`, each through
+/// `augment`.
+pub fn code_inputs(
+    set: &ImageSet,
+    idx: &[usize],
+    bits: u32,
+    augment: &mut Augment,
+    device: &Device,
+) -> Tensor<2> {
     let p = set.pixels();
     let mut v = Vec::with_capacity(idx.len() * p);
     for &i in idx {
-        v.extend(set.image(i).iter().map(|&x| input_code(x, bits) as f32));
+        v.extend(
+            augment
+                .image(set, i)
+                .iter()
+                .map(|&x| input_code(x, bits) as f32),
+        );
     }
     Tensor::from_data(TensorData::new(v, [idx.len(), p]), device)
 }

@@ -1,6 +1,6 @@
 //! Training: fp32 pre-training, quantizer calibration, QAT fine-tuning.
 
-use crate::batch::{argmax_rows, code_inputs, float_inputs, one_hot};
+use crate::batch::{argmax_rows, code_inputs, float_inputs, one_hot, Augment};
 use crate::progress::{Phase, TrainEvent};
 use crate::qat::{PhaseNoise, QatModel};
 use burn::optim::{AdamConfig, GradientsParams};
@@ -29,7 +29,13 @@ pub struct TrainConfig {
     /// ([`PhaseNoise::Modelled`]); evaluation always uses the exact circuit.
     #[serde(default)]
     pub qat_noise: bool,
-    /// Seed for initialisation and shuffling.
+    /// Data augmentation: each training image is moved by a random whole-pixel translation of
+    /// up to this many pixels in each direction (uniform, drawn per image and epoch, border
+    /// filled with background), in both phases. 0 trains on the images as they are. Evaluation
+    /// never augments.
+    #[serde(default)]
+    pub augment_shift: usize,
+    /// Seed for initialisation, shuffling and augmentation.
     pub seed: u64,
     /// Use only the first `n` training images (tests); `None` uses all.
     pub max_train: Option<usize>,
@@ -46,6 +52,7 @@ impl Default for TrainConfig {
             lr: 1e-3,
             qat_lr: 1e-3,
             qat_noise: true,
+            augment_shift: 0,
             seed: 42,
             max_train: None,
             max_eval: None,
@@ -154,6 +161,8 @@ pub fn train_model_with<M: QatModel>(
     }
     let start = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    // Its own stream, so that turning augmentation on does not change the shuffling order.
+    let mut augment = Augment::new(cfg.augment_shift, cfg.seed);
     let classes = model.classes();
     let in_bits = model.in_bits();
     let train_set = match cfg.max_train {
@@ -183,7 +192,7 @@ pub fn train_model_with<M: QatModel>(
         let t = Instant::now();
         let mut loss_sum = 0.0;
         for (done, idx) in order.chunks(cfg.batch_size).enumerate() {
-            let x = float_inputs(&train_set, idx, &ad);
+            let x = float_inputs(&train_set, idx, &mut augment, &ad);
             let y = one_hot(&train_set, idx, classes, &ad);
             let loss = cross_entropy(model.forward_float(x).0, y);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
@@ -230,7 +239,7 @@ pub fn train_model_with<M: QatModel>(
         let t = Instant::now();
         let mut loss_sum = 0.0;
         for (done, idx) in order.chunks(cfg.batch_size).enumerate() {
-            let x = code_inputs(&train_set, idx, in_bits, &ad);
+            let x = code_inputs(&train_set, idx, in_bits, &mut augment, &ad);
             let y = one_hot(&train_set, idx, classes, &ad);
             let loss = cross_entropy(model.forward_qat(x, noise)?, y);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
@@ -274,7 +283,7 @@ fn cosine_lr(lr: f64, step: usize, total: usize) -> f64 {
 /// training images.
 fn calibrate<M: QatModel>(model: &mut M, set: &ImageSet) {
     let idx: Vec<usize> = (0..set.len().min(2048)).collect();
-    let x = float_inputs(set, &idx, &model.device());
+    let x = float_inputs(set, &idx, &mut Augment::none(), &model.device());
     let (_, pre) = model.forward_float(x);
     model.init_quantizers(pre.into_iter().map(|z| z.detach()).collect());
 }
@@ -287,7 +296,9 @@ pub fn evaluate_float<M: QatModel>(model: &M, set: &ImageSet) -> (f64, Vec<usize
     let mut preds = Vec::with_capacity(set.len());
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(EVAL_BATCH) {
-        let logits = model.forward_float(float_inputs(set, chunk, &device)).0;
+        let logits = model
+            .forward_float(float_inputs(set, chunk, &mut Augment::none(), &device))
+            .0;
         preds.extend(argmax_rows(
             &logits.into_data().try_into_vec::<f32>().expect("f32"),
             model.classes(),
@@ -310,7 +321,7 @@ pub fn evaluate_qat<M: QatModel>(
     let mut all = Vec::with_capacity(set.len() * model.classes());
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(EVAL_BATCH) {
-        let x = code_inputs(set, chunk, model.in_bits(), &device);
+        let x = code_inputs(set, chunk, model.in_bits(), &mut Augment::none(), &device);
         let logits = model.forward_qat(x, PhaseNoise::Exact)?;
         let v = logits.into_data().try_into_vec::<f32>().expect("f32");
         preds.extend(argmax_rows(&v, model.classes()));

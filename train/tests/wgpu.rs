@@ -113,7 +113,7 @@ fn wgpu_trains_the_cnn_like_the_cpu_backend() {
 #[test]
 fn wgpu_qat_forward_matches_the_cpu_backend() {
     use burn::prelude::*;
-    use qfhe_train::batch::code_inputs;
+    use qfhe_train::batch::{code_inputs, Augment};
     let data = quadrants_dataset();
     use qfhe_train::sequential::forward::{activation_codes, forward};
     use qfhe_train::PhaseNoise;
@@ -128,7 +128,7 @@ fn wgpu_qat_forward_matches_the_cpu_backend() {
         let out = forward(
             m,
             &plan,
-            code_inputs(&data.test, &idx, 3, d),
+            code_inputs(&data.test, &idx, 3, &mut Augment::none(), d),
             PhaseNoise::Exact,
         );
         let acts = activation_codes(m, &out);
