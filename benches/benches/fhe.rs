@@ -6,13 +6,14 @@ use qfhe_benches::{mnist_circuit, random_codes};
 use qfhe_fhe_runtime::server::{gemm_row, random_ciphertexts};
 use qfhe_fhe_runtime::{Client, ClientKey, FheParams, Server};
 use std::hint::black_box;
+use std::sync::Arc;
 
 fn benches(c: &mut Criterion) {
     let circuit = mnist_circuit(&[128]);
     let params = FheParams::n2048();
     let (ck, ek) = ClientKey::generate(params);
-    let server = Server::new(&circuit, &ek).unwrap();
-    let client = Client::new(&ck, &circuit).unwrap();
+    let server = Server::new(Arc::new(circuit.clone()), Arc::new(ek)).unwrap();
+    let client = Client::new(Arc::new(ck), Arc::new(circuit.clone())).unwrap();
 
     let ct = random_ciphertexts(1, params.big_dim()).pop().unwrap();
     let mut group = c.benchmark_group("ks_pbs_n2048");

@@ -175,7 +175,10 @@ impl NoiseModel {
         let slot = circuit.encoding.torus_per_slot() / circuit.output_delta() as f64;
         let o = &circuit.output;
         let output_sigma = (0..o.d_out())
-            .map(|j| Self::gemm_sigma(circuit, &o.gemm, j, spec) * slot)
+            .map(|j| {
+                let gemm = Self::gemm_sigma(circuit, &o.gemm, j, spec);
+                (gemm * gemm + spec.output_wire_sigma_slots.powi(2)).sqrt() * slot
+            })
             .collect();
         Self {
             stage_sigma,

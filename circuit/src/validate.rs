@@ -92,9 +92,14 @@ impl Circuit {
         let n = &e.noise;
         let finite = |v: f64| v.is_finite() && v >= 0.0;
         let step_ok = e.min_step_slots.is_finite() && e.min_step_slots > 0.0;
-        let noise_ok = [n.base_sigma_slots, n.pbs_sigma_slots, n.fresh_sigma_slots]
-            .into_iter()
-            .all(finite);
+        let noise_ok = [
+            n.base_sigma_slots,
+            n.pbs_sigma_slots,
+            n.fresh_sigma_slots,
+            n.output_wire_sigma_slots,
+        ]
+        .into_iter()
+        .all(finite);
         if !(step_ok && noise_ok) {
             return invalid(
                 "encoding: min_step_slots must be positive and the noise figures finite and non-negative"

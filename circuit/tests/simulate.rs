@@ -66,6 +66,7 @@ fn without_noise_the_noise_model_is_the_exact_circuit() {
         base_sigma_slots: 0.0,
         pbs_sigma_slots: 0.0,
         fresh_sigma_slots: 0.0,
+        output_wire_sigma_slots: 0.0,
     };
     for c in [chain(), residual()] {
         let noise = NoiseModel::new(&c, &silent);

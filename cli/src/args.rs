@@ -116,7 +116,7 @@ pub struct DataArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// The model: a preset (`mlp`: 784-128-10; `cnn`: conv 1→24 7×7 stride 4, batch norm, dense
-    /// 256; `lenet`: conv 1→12 5×5 stride 2, conv 12→24 3×3 stride 2, dense 64) or a model file
+    /// 256; `lenet`: conv 1→12 5×5 stride 2, conv 12→24 3×3 stride 2, dense 128) or a model file
     /// (`.toml` or `.json`, format in README.md and docs/DESIGN.md).
     #[arg(long, default_value = "mlp", value_name = "PRESET|FILE")]
     pub model: String,
@@ -169,9 +169,10 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1 << 20).map(|v| v as usize))]
     pub batch_size: usize,
     /// Narrowest table step to train for, in PBS slots (accumulator-aware bound): wider steps
-    /// mean fewer off-by-one flips and lower gross-error probability, at some accuracy cost.
-    #[arg(long, default_value_t = 40.0, value_parser = positive_finite)]
-    pub min_step_slots: f64,
+    /// mean fewer off-by-one flips and lower gross-error probability, at some accuracy cost
+    /// (default: 36 for the lenet preset, 40 otherwise).
+    #[arg(long, value_parser = positive_finite)]
+    pub min_step_slots: Option<f64>,
     /// PBS polynomial size the circuit is encoded for (2048 or 8192).
     #[arg(long, default_value_t = 2048)]
     pub poly_size: u32,

@@ -8,6 +8,7 @@ use qfhe_fhe_runtime::keys::params_of;
 use qfhe_fhe_runtime::wire::hex;
 use qfhe_fhe_runtime::{Client, ClientKey, CompressedEvalKey, InputBatch, OutputBatch, Server};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// `A..B` (B exclusive) as a range of test-set indices.
@@ -66,9 +67,9 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
 }
 
 pub fn encrypt(args: &EncryptArgs) -> anyhow::Result<()> {
-    let circuit = Circuit::load(&args.circuit)?;
-    let ck = ClientKey::load(&args.keys.join("client.key"), &circuit)?;
-    let client = Client::new(&ck, &circuit)?;
+    let circuit = Arc::new(Circuit::load(&args.circuit)?);
+    let ck = Arc::new(ClientKey::load(&args.keys.join("client.key"), &circuit)?);
+    let client = Client::new(ck.clone(), circuit.clone())?;
     let data = crate::data::load(&args.data)?;
     let range = &args.test_index;
     if range.end > data.test.len() {
@@ -109,11 +110,11 @@ pub fn infer(args: &InferArgs) -> anyhow::Result<()> {
             .num_threads(t)
             .build_global();
     }
-    let circuit = Circuit::load(&args.circuit)?;
+    let circuit = Arc::new(Circuit::load(&args.circuit)?);
     let t = Instant::now();
     let key = CompressedEvalKey::load(&args.eval_key, &circuit)?.decompress();
     let load_s = t.elapsed().as_secs_f64();
-    let server = Server::new(&circuit, &key)?;
+    let server = Server::new(circuit.clone(), Arc::new(key))?;
     let inputs = InputBatch::load(&args.inputs, &circuit, args.max_batch)?;
     let t = Instant::now();
     let outputs = server.evaluate_message(&inputs)?;
@@ -130,9 +131,9 @@ pub fn infer(args: &InferArgs) -> anyhow::Result<()> {
 }
 
 pub fn decrypt(args: &DecryptArgs) -> anyhow::Result<()> {
-    let circuit = Circuit::load(&args.circuit)?;
-    let ck = ClientKey::load(&args.keys.join("client.key"), &circuit)?;
-    let client = Client::new(&ck, &circuit)?;
+    let circuit = Arc::new(Circuit::load(&args.circuit)?);
+    let ck = Arc::new(ClientKey::load(&args.keys.join("client.key"), &circuit)?);
+    let client = Client::new(ck.clone(), circuit.clone())?;
     let outputs = OutputBatch::load(
         &args.outputs,
         &circuit,

@@ -100,8 +100,9 @@ pub fn evaluate(
     let t = Instant::now();
     let (client_key, eval_key) = ClientKey::generate(params);
     let keygen_s = t.elapsed().as_secs_f64();
-    let server = Server::new(circuit, &eval_key)?;
-    let client = Client::new(&client_key, circuit)?;
+    let shared = std::sync::Arc::new(circuit.clone());
+    let server = Server::new(shared.clone(), std::sync::Arc::new(eval_key))?;
+    let client = Client::new(std::sync::Arc::new(client_key), shared)?;
     // ~0.3 s per thread. 8 PBS measured 9.8 ms per PBS against 10.9 ms over a whole CNN sample
     // (1344 PBS); 32 measured 9.7 ms against 10.3 ms (1120 PBS): the estimate stays a lower bound.
     let seconds_per_pbs = server.seconds_per_pbs(16 * threads);
@@ -113,7 +114,7 @@ pub fn evaluate(
         compiled.noise.base_sigma_slots,
         compiled.noise.pbs_sigma_slots
     );
-    println!("keys generated in {keygen_s:.2} s; evaluation keys {:.1} MB; measured {:.1} ms per KS+PBS over {threads} threads\n", eval_key.size_bytes() as f64 / 1e6, seconds_per_pbs * 1e3);
+    println!("keys generated in {keygen_s:.2} s; evaluation keys {:.1} MB; measured {:.1} ms per KS+PBS over {threads} threads\n", server.key().size_bytes() as f64 / 1e6, seconds_per_pbs * 1e3);
     print!("{}", layer_table(&compiled.layers, Some(seconds_per_pbs)));
     println!(
         "\nworst gross-error probability per PBS 2^{:.1} (target 2^{:.0}); estimated FHE latency {:.2} s per sample ({} PBS)\n",
@@ -224,7 +225,7 @@ pub fn evaluate(
         latency_s: Latency::of(&latencies),
         threads,
         keygen_s,
-        eval_key_bytes: eval_key.size_bytes(),
+        eval_key_bytes: server.key().size_bytes(),
         pbs_per_sample: circuit.pbs_count(),
         batch,
         peak_ciphertexts,

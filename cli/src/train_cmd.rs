@@ -77,7 +77,11 @@ fn fit_config(args: &ModelArgs, spec: &ModelSpec) -> FitConfig {
             ..TrainConfig::default()
         },
         poly_size: args.poly_size,
-        min_step_slots: args.min_step_slots,
+        min_step_slots: args.min_step_slots.unwrap_or(if args.model == "lenet" {
+            36.0
+        } else {
+            40.0
+        }),
         device: args.device.choice(),
     }
 }

@@ -35,6 +35,11 @@ pub struct NoiseSpec {
     pub pbs_sigma_slots: f64,
     /// Std of one fresh encryption (the client's input ciphertexts).
     pub fresh_sigma_slots: f64,
+    /// Std the transport adds to each decrypted output ciphertext: outputs travel
+    /// modulus-switched to 2^32 (`qfhe_fhe_runtime::messages`), `2^32·√((1 + k·N/2)/12)`
+    /// torus units. 0 in circuit files written before outputs were switched.
+    #[serde(default)]
+    pub output_wire_sigma_slots: f64,
 }
 
 impl Default for NoiseSpec {
@@ -46,6 +51,7 @@ impl Default for NoiseSpec {
             base_sigma_slots: 4.8002,
             pbs_sigma_slots: 0.140911,
             fresh_sigma_slots: 1.68e-11,
+            output_wire_sigma_slots: 8.814e-6,
         }
     }
 }

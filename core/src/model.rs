@@ -418,7 +418,7 @@ impl ModelSpec {
 
     /// A preset by name: `mlp` (784-128-10), `cnn` (conv 1→24 7×7 stride 4, batch norm,
     /// dense 256) or `lenet` (conv 1→12 5×5 stride 2, conv 12→24 3×3 stride 2, each with batch
-    /// norm, dense 64), for `input` images `[c, h, w]` and `classes`.
+    /// norm, dense 128), for `input` images `[c, h, w]` and `classes`.
     ///
     /// # Errors
     /// [`ModelError::UnknownPreset`] for another name; as [`ModelSpec::validate`] when the
@@ -459,7 +459,7 @@ impl ModelSpec {
                 BatchNorm,
                 Relu,
                 Flatten,
-                Linear { out: 64 },
+                Linear { out: 128 },
                 Relu,
                 Linear { out: classes },
             ],

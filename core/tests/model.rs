@@ -35,7 +35,7 @@ kind = "flatten"
 
 [[layers]]
 kind = "linear"
-out = 64
+out = 128
 
 [[layers]]
 kind = "relu"

@@ -4,13 +4,14 @@ use crate::error::RuntimeError;
 use crate::keys::ClientKey;
 use crate::messages::{InputBatch, OutputBatch};
 use qfhe_circuit::Circuit;
+use std::sync::Arc;
 use tfhe::core_crypto::commons::math::random::{CompressionSeed, Seed};
 use tfhe::core_crypto::prelude::*;
 
 /// A client for one circuit, holding the secret key.
-pub struct Client<'a> {
-    key: &'a ClientKey,
-    circuit: &'a Circuit,
+pub struct Client {
+    key: Arc<ClientKey>,
+    circuit: Arc<Circuit>,
 }
 
 /// Round the torus value `phase` to the nearest multiple of `delta`, as a signed integer
@@ -21,13 +22,13 @@ fn decode_signed(phase: u64, delta: u64) -> i64 {
     (signed + d / 2).div_euclid(d) as i64
 }
 
-impl<'a> Client<'a> {
+impl Client {
     /// A client for `circuit` with `key`.
     ///
     /// # Errors
     /// [`RuntimeError::ParamsMismatch`] if the circuit was exported for another polynomial size.
-    pub fn new(key: &'a ClientKey, circuit: &'a Circuit) -> Result<Self, RuntimeError> {
-        crate::server::check_params(circuit, key.params())?;
+    pub fn new(key: Arc<ClientKey>, circuit: Arc<Circuit>) -> Result<Self, RuntimeError> {
+        crate::server::check_params(&circuit, key.params())?;
         Ok(Self { key, circuit })
     }
 
@@ -37,7 +38,7 @@ impl<'a> Client<'a> {
     /// # Errors
     /// [`RuntimeError::Circuit`] for a wrong length or an out-of-range code.
     pub fn encrypt(&self, codes: &[i32]) -> Result<Vec<LweCiphertextOwned<u64>>, RuntimeError> {
-        let c = self.circuit;
+        let c = &*self.circuit;
         c.check_input(codes)?;
         let p = &self.key.params.set;
         let delta = c.input.delta;
@@ -71,7 +72,7 @@ impl<'a> Client<'a> {
                 crate::messages::MAX_BATCH
             )));
         }
-        let c = self.circuit;
+        let c = &*self.circuit;
         let p = &self.key.params.set;
         let lwe_size = LweSize(self.key.params.big_dim() + 1);
         let mut seeder = new_seeder();
@@ -164,7 +165,7 @@ impl<'a> Client<'a> {
         &self,
         cts: &[LweCiphertextOwned<u64>],
     ) -> Result<Vec<i64>, RuntimeError> {
-        let c = self.circuit;
+        let c = &*self.circuit;
         self.check("output", c.output.d_out(), cts)?;
         Ok(cts
             .iter()

@@ -99,6 +99,8 @@ impl FheParams {
             base_sigma_slots: (ks + ms).sqrt() * two_n,
             pbs_sigma_slots: to_slots(pbs),
             fresh_sigma_slots: to_slots(fresh),
+            output_wire_sigma_slots: crate::messages::output_switch_sigma_torus(self.big_dim()) / q
+                * two_n,
         }
     }
 }
@@ -127,6 +129,10 @@ mod tests {
         );
         assert!(
             (d.fresh_sigma_slots / s.fresh_sigma_slots - 1.0).abs() < 0.05,
+            "{s:?}"
+        );
+        assert!(
+            (d.output_wire_sigma_slots / s.output_wire_sigma_slots - 1.0).abs() < 1e-3,
             "{s:?}"
         );
     }

@@ -4,6 +4,7 @@ use crate::keys::EvalKey;
 use crate::params::FheParams;
 use qfhe_circuit::{Circuit, Source, Stage};
 use rayon::prelude::*;
+use std::sync::Arc;
 use tfhe::core_crypto::prelude::*;
 
 pub use crate::error::RuntimeError;
@@ -31,9 +32,9 @@ pub struct Evaluation {
 }
 
 /// A server for one circuit: evaluation keys plus one LUT per stage neuron, built once.
-pub struct Server<'a> {
-    circuit: &'a Circuit,
-    key: &'a EvalKey,
+pub struct Server {
+    circuit: Arc<Circuit>,
+    key: Arc<EvalKey>,
     /// `luts[s][j]`: the trivially encrypted GLWE LUT of neuron `j` of stage `s`.
     luts: Vec<Vec<GlweCiphertextOwned<u64>>>,
 }
@@ -45,15 +46,16 @@ struct Scratch {
     fft: Fft,
 }
 
-impl<'a> Server<'a> {
-    /// Prepare `circuit` for evaluation with `key`: one LUT polynomial per stage neuron, whose
+impl Server {
+    /// Prepare `circuit` for evaluation with `key` (shared, so one server can be used from many
+    /// threads and outlive its caller's borrows): one LUT polynomial per stage neuron, whose
     /// coefficient `u` is `level(u) · Δ` (the table read at slot `u`, written at the stage's
     /// own output scale; negative codes wrap modulo `2^64`).
     ///
     /// # Errors
     /// [`RuntimeError::ParamsMismatch`] if the circuit's polynomial size differs from the keys'.
-    pub fn new(circuit: &'a Circuit, key: &'a EvalKey) -> Result<Self, RuntimeError> {
-        check_params(circuit, &key.params)?;
+    pub fn new(circuit: Arc<Circuit>, key: Arc<EvalKey>) -> Result<Self, RuntimeError> {
+        check_params(&circuit, &key.params)?;
         let p = &key.params.set;
         let n = p.polynomial_size.0;
         let luts = circuit
@@ -183,7 +185,7 @@ impl<'a> Server<'a> {
         for (s, x) in batch.iter().enumerate() {
             self.check_ciphertexts(s, x)?;
         }
-        let c = self.circuit;
+        let c = &*self.circuit;
         let tpu = c.encoding.torus_per_unit();
         let b = batch.len();
         let last_reader = c.last_readers();
@@ -294,9 +296,14 @@ impl<'a> Server<'a> {
         out
     }
 
+    /// The evaluation key.
+    pub fn key(&self) -> &EvalKey {
+        &self.key
+    }
+
     /// The circuit.
     pub fn circuit(&self) -> &Circuit {
-        self.circuit
+        &self.circuit
     }
 
     /// The circuit's stages.
@@ -364,7 +371,7 @@ pub fn gemm_row(
     LweCiphertext::from_container(acc, cm)
 }
 
-impl Server<'_> {
+impl Server {
     /// Measured PBS throughput of the rayon pool, in seconds per KS+PBS (0 for a circuit
     /// without stages): `count` bootstraps of
     /// random-looking ciphertexts (random masks and bodies; all-zero inputs would skip work and
@@ -388,7 +395,7 @@ impl Server<'_> {
     }
 }
 
-impl Server<'_> {
+impl Server {
     /// One KS + PBS of `ct` (a ciphertext under the big key) through stage 0, neuron 0's
     /// LUT, with freshly allocated scratch space: the unit the benchmarks time.
     ///

@@ -3,6 +3,7 @@ use qfhe_circuit::fixtures::dense;
 use qfhe_circuit::{Circuit, Input, Meta, Neuron, OutputLayer, Source, Stage, Table};
 use qfhe_core::EncodingConfig;
 use qfhe_fhe_runtime::{Client, ClientKey, FheParams, Server};
+use std::sync::Arc;
 
 /// One input, one neuron whose table is the identity on slots [base, base + 255).
 fn staircase(mult: i64, base: i64) -> Circuit {
@@ -40,8 +41,8 @@ fn slot_read_error_has_zero_mean_and_the_modelled_std() {
     let c = staircase(700, 900);
     let params = FheParams::n2048();
     let (ck, ek) = ClientKey::generate(params);
-    let server = Server::new(&c, &ek).unwrap();
-    let client = Client::new(&ck, &c).unwrap();
+    let server = Server::new(Arc::new(c.clone()), Arc::new(ek)).unwrap();
+    let client = Client::new(Arc::new(ck), Arc::new(c.clone())).unwrap();
     let mut errs = Vec::new();
     for x in 0..=255 {
         let out = server.evaluate(&client.encrypt(&[x]).unwrap()).unwrap();

@@ -4,6 +4,7 @@
 use qfhe_circuit::fixtures::{all_inputs, chain, residual, wide_stage};
 use qfhe_circuit::{Circuit, Gemm, OutputLayer, Source};
 use qfhe_fhe_runtime::{compile, Client, ClientKey, FheParams, Server};
+use std::sync::Arc;
 
 /// Real encryption, evaluation and decryption of `inputs` equal the exact simulator on every
 /// stage and every output accumulator; returns how many distinct outputs were seen.
@@ -12,8 +13,8 @@ fn check_against_simulator(c: &Circuit, inputs: &[Vec<i32>]) -> usize {
     let report = compile(c, &params, -40.0, &[]).unwrap();
     assert!(report.log2_p_error < -60.0, "{}", report.log2_p_error);
     let (ck, ek) = ClientKey::generate(params);
-    let server = Server::new(c, &ek).unwrap();
-    let client = Client::new(&ck, c).unwrap();
+    let server = Server::new(Arc::new(c.clone()), Arc::new(ek)).unwrap();
+    let client = Client::new(Arc::new(ck), Arc::new(c.clone())).unwrap();
     let mut distinct = std::collections::HashSet::new();
     for x in inputs {
         let exact = c.run_exact(x).unwrap();
@@ -46,8 +47,8 @@ fn encrypted_chain_equals_the_simulator_and_frees_stages_once_read() {
 
     // The same samples as one batch, stages freed as soon as they are read.
     let (ck, ek) = ClientKey::generate(FheParams::n2048());
-    let server = Server::new(&c, &ek).unwrap();
-    let client = Client::new(&ck, &c).unwrap();
+    let server = Server::new(Arc::new(c.clone()), Arc::new(ek)).unwrap();
+    let client = Client::new(Arc::new(ck), Arc::new(c.clone())).unwrap();
     let cts: Vec<_> = inputs.iter().map(|x| client.encrypt(x).unwrap()).collect();
     let refs: Vec<&[_]> = cts.iter().map(Vec::as_slice).collect();
     let outs = server.evaluate_batch(&refs, false).unwrap();
@@ -89,8 +90,8 @@ fn encrypted_residual_graph_with_a_signed_table_equals_the_simulator() {
     assert!(check_against_simulator(&c, &inputs) > 5);
     // Stage 0 is read by stages 1 and 2: it stays alive until stage 2 has run.
     let (ck, ek) = ClientKey::generate(FheParams::n2048());
-    let server = Server::new(&c, &ek).unwrap();
-    let client = Client::new(&ck, &c).unwrap();
+    let server = Server::new(Arc::new(c.clone()), Arc::new(ek)).unwrap();
+    let client = Client::new(Arc::new(ck), Arc::new(c.clone())).unwrap();
     let ct = client.encrypt(&inputs[3]).unwrap();
     let out = server.evaluate_batch(&[&ct], false).unwrap();
     let d = 4;
@@ -165,7 +166,7 @@ fn sparse_convolution_stage_under_encryption_equals_the_simulator() {
 fn bad_inputs_and_ciphertexts_are_errors_not_panics() {
     let c = chain();
     let (ck, ek) = ClientKey::generate(FheParams::n2048());
-    let client = Client::new(&ck, &c).unwrap();
+    let client = Client::new(Arc::new(ck), Arc::new(c.clone())).unwrap();
     assert!(client
         .encrypt(&[0, 1, 2])
         .unwrap_err()
@@ -176,7 +177,7 @@ fn bad_inputs_and_ciphertexts_are_errors_not_panics() {
         .unwrap_err()
         .to_string()
         .contains("outside [0, 3]"));
-    let server = Server::new(&c, &ek).unwrap();
+    let server = Server::new(Arc::new(c.clone()), Arc::new(ek)).unwrap();
     assert!(server.evaluate(&[]).is_err());
     let mut cts = client.encrypt(&[0, 1, 2, 3]).unwrap();
     let out = server.evaluate(&cts).unwrap();

@@ -9,6 +9,7 @@ use qfhe_fhe_runtime::{
     Client, ClientKey, CompressedEvalKey, FheParams, InputBatch, OutputBatch, RuntimeError, Server,
 };
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 struct Fixture {
@@ -29,8 +30,9 @@ fn fixture() -> &'static Fixture {
         let server_key = CompressedEvalKey::from_bytes(&eval_key, &circuit)
             .unwrap()
             .decompress();
-        let server = Server::new(&circuit, &server_key).unwrap();
-        let client = Client::new(&ck, &circuit).unwrap();
+        let server = Server::new(Arc::new(circuit.clone()), Arc::new(server_key)).unwrap();
+        let client_key = ck.to_bytes(&circuit);
+        let client = Client::new(Arc::new(ck), Arc::new(circuit.clone())).unwrap();
         let samples: Vec<_> = all_inputs(&circuit, 3);
         let inputs = client
             .encrypt_batch(&samples)
@@ -44,7 +46,7 @@ fn fixture() -> &'static Fixture {
             .to_bytes(&circuit)
             .unwrap();
         Fixture {
-            client_key: ck.to_bytes(&circuit),
+            client_key,
             circuit,
             eval_key,
             inputs,
@@ -84,8 +86,8 @@ fn files_round_trip_under_real_encryption_equals_the_simulator() {
     let ek = CompressedEvalKey::load(&dir.path().join("eval.key"), &c).unwrap();
     assert_eq!(ck.key_id(), ek.key_id());
     let ek = ek.decompress();
-    let server = Server::new(&c, &ek).unwrap();
-    let client = Client::new(&ck, &c).unwrap();
+    let server = Server::new(Arc::new(c.clone()), Arc::new(ek)).unwrap();
+    let client = Client::new(Arc::new(ck), Arc::new(c.clone())).unwrap();
     let samples = all_inputs(&c, 6);
     let batch = client.encrypt_batch(&samples).unwrap();
     let up = batch.to_bytes(&c).unwrap();
@@ -171,7 +173,7 @@ fn a_server_refuses_inputs_under_another_key() {
     let f = fixture();
     let c = &f.circuit;
     let (_, other) = ClientKey::generate(FheParams::n2048());
-    let server = Server::new(c, &other).unwrap();
+    let server = Server::new(Arc::new(c.clone()), Arc::new(other)).unwrap();
     let batch = InputBatch::from_bytes(&f.inputs, c, 8).unwrap();
     let e = message(server.evaluate_message(&batch).err().unwrap());
     assert!(e.contains("register the client's evaluation key"), "{e}");

@@ -9,6 +9,7 @@ use qfhe_fhe_runtime::{compile, Client, ClientKey, CompileReport, EvalKey, FhePa
 use rand::SeedableRng;
 use rayon::prelude::*;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -46,10 +47,10 @@ pub struct Prediction {
 
 /// A circuit checked against its parameter set, ready to predict.
 pub struct Compiled {
-    circuit: Circuit,
+    circuit: Arc<Circuit>,
     params: FheParams,
     report: CompileReport,
-    keys: OnceLock<(ClientKey, EvalKey)>,
+    keys: OnceLock<(Arc<ClientKey>, Arc<EvalKey>)>,
 }
 
 impl Model {
@@ -95,7 +96,7 @@ impl Compiled {
             .collect();
         let report = compile(&circuit, &params, p_error_log2, &samples)?;
         Ok(Self {
-            circuit,
+            circuit: Arc::new(circuit),
             params,
             report,
             keys: OnceLock::new(),
@@ -135,8 +136,11 @@ impl Compiled {
     }
 
     /// The keys, generated on first use (seconds; the evaluation key is ~120 MB).
-    fn keys(&self) -> &(ClientKey, EvalKey) {
-        self.keys.get_or_init(|| ClientKey::generate(self.params))
+    fn keys(&self) -> &(Arc<ClientKey>, Arc<EvalKey>) {
+        self.keys.get_or_init(|| {
+            let (c, e) = ClientKey::generate(self.params);
+            (Arc::new(c), Arc::new(e))
+        })
     }
 
     /// Predict images `idx` of `set` in `mode`. Clear modes run the images in parallel; FHE runs
@@ -183,8 +187,8 @@ impl Compiled {
             }
             Mode::Fhe => {
                 let (client_key, eval_key) = self.keys();
-                let server = Server::new(c, eval_key)?;
-                let client = Client::new(client_key, c)?;
+                let server = Server::new(self.circuit.clone(), eval_key.clone())?;
+                let client = Client::new(client_key.clone(), self.circuit.clone())?;
                 idx.iter()
                     .map(|&i| {
                         let t = Instant::now();

@@ -7,6 +7,7 @@
 use qfhe::{fit, FitConfig, LayerSpec, LayerSpec::*, ModelSpec, QuantSpec};
 use qfhe_circuit::{NoiseModel, Source};
 use qfhe_fhe_runtime::{Client, ClientKey, Server};
+use std::sync::Arc;
 
 /// Burn's random generator is global: the tests of this binary train one at a time.
 static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -32,8 +33,8 @@ fn check(input: Vec<usize>, layers: Vec<LayerSpec>, samples: usize) {
     let c = compiled.circuit();
     let noise = NoiseModel::new(c, &compiled.report().noise);
     let (client_key, eval_key) = ClientKey::generate(*compiled.params());
-    let server = Server::new(c, &eval_key).unwrap();
-    let client = Client::new(&client_key, c).unwrap();
+    let server = Server::new(Arc::new(c.clone()), Arc::new(eval_key)).unwrap();
+    let client = Client::new(Arc::new(client_key), Arc::new(c.clone())).unwrap();
     let r = c.encoding.frac_bits;
     let (mut values, mut differing, mut expected) = (0usize, 0usize, 0f64);
     let mut distinct = std::collections::BTreeSet::new();
