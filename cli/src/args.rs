@@ -30,6 +30,13 @@ pub enum Command {
     Infer(InferArgs),
     /// Client: decrypt an output file and print each sample's class and logits.
     Decrypt(DecryptArgs),
+    /// Server: serve a circuit over HTTP (keys registered by clients, encrypted inputs in,
+    /// encrypted outputs out).
+    Serve(ServeArgs),
+    /// Client: encrypt images, have a server evaluate them over HTTP, decrypt the answers.
+    Predict(PredictArgs),
+    /// Client: load-test a server with concurrent clients; latency percentiles, throughput.
+    LoadTest(LoadTestArgs),
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +106,94 @@ pub struct DecryptArgs {
     /// One JSON object per sample: `{sample, prediction, logits}`.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Circuit file to serve.
+    #[arg(long, default_value = "qfhe-out/circuit.json")]
+    pub circuit: PathBuf,
+    /// Folder where registered evaluation keys are kept (created if missing); replicas behind a
+    /// load balancer share one.
+    #[arg(long, default_value = "qfhe-server-keys")]
+    pub keys_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// Evaluation threads (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096).map(|v| v as usize))]
+    pub threads: Option<usize>,
+    /// Most jobs (evaluations, key loads) admitted at once, running or waiting; further requests
+    /// get 503 with Retry-After.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000).map(|v| v as usize))]
+    pub max_queue: usize,
+    /// Most samples per inference request.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_batch: u32,
+    /// Memory for decompressed evaluation keys, MiB (about 115 MiB per key at N = 2048);
+    /// least recently used keys are evicted and reloaded from the keys folder on demand.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=(1 << 24)))]
+    pub key_cache_mb: u64,
+    /// Longest a request may take, upload and evaluation included, seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub request_timeout_s: u64,
+    /// Most registered keys kept in the keys folder.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000).map(|v| v as usize))]
+    pub max_keys: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// The server, `http://HOST:PORT`.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Circuit file (the same the server serves; checked by its SHA-256).
+    #[arg(long, default_value = "qfhe-out/circuit.json")]
+    pub circuit: PathBuf,
+    /// Folder holding client.key and eval.key (`qfhe keygen`); the server registration is kept
+    /// there in servers.json.
+    #[arg(long, default_value = "qfhe-keys")]
+    pub keys: PathBuf,
+    /// A grayscale (or RGB, converted to gray) PNG of the circuit's input size, e.g. 28×28 for
+    /// MNIST, white digit on black.
+    #[arg(long, value_name = "FILE.png", conflicts_with = "test_index")]
+    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Test images to send, `A..B` (B exclusive), one request each.
+    #[arg(long, default_value = "0..1", value_parser = |s: &str| crate::deploy::parse_range(s))]
+    pub test_index: std::ops::Range<usize>,
+    /// One JSON object per sample: `{index, prediction, exact_prediction, latency_s,
+    /// upload_bytes, download_bytes}` (and the label, server seconds and logits).
+    #[arg(long)]
+    pub json: bool,
+    /// Longest to wait for one answer, seconds.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout_s: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadTestArgs {
+    /// The server, `http://HOST:PORT`.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Circuit file (the same the server serves).
+    #[arg(long, default_value = "qfhe-out/circuit.json")]
+    pub circuit: PathBuf,
+    /// Folder holding client.key and eval.key.
+    #[arg(long, default_value = "qfhe-keys")]
+    pub keys: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256).map(|v| v as usize))]
+    pub clients: usize,
+    /// Requests per client (one test image each; client c sends images c·R .. (c+1)·R).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=100_000).map(|v| v as usize))]
+    pub requests: usize,
+    /// Longest to wait for one answer, seconds.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout_s: u64,
 }
 
 /// Where the data comes from.

@@ -4,7 +4,9 @@ mod args;
 mod data;
 mod deploy;
 mod eval;
+mod image;
 mod progress;
+mod remote;
 mod report;
 mod train_cmd;
 
@@ -35,5 +37,8 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Command::Encrypt(a) => deploy::encrypt(&a),
         args::Command::Infer(a) => deploy::infer(&a),
         args::Command::Decrypt(a) => deploy::decrypt(&a),
+        args::Command::Serve(a) => remote::serve(&a),
+        args::Command::Predict(a) => remote::predict(&a),
+        args::Command::LoadTest(a) => remote::load_test(&a),
     }
 }

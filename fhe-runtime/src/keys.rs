@@ -415,28 +415,42 @@ pub(crate) fn header(
     }
 }
 
-/// Largest envelope with a payload of `payload` bytes.
-pub(crate) fn envelope_limit(params: &FheParams, payload: u64) -> u64 {
+/// Bytes of an envelope for `params` with a payload of `payload` bytes: the header, the
+/// payload and the trailing checksum ([`crate::wire`]). What a file reader or an HTTP server
+/// uses as its size limit.
+pub fn envelope_limit(params: &FheParams, payload: u64) -> u64 {
     payload + 4 + 2 + 2 + params.name.len() as u64 + 32 + 16 + 8 + 32
 }
 
-/// Read `path` whole, refusing files over `limit` bytes before reading them.
+/// Read `path` whole, refusing files over `limit` bytes: the size is checked before reading,
+/// and the read itself stops one byte past the limit, so a file that grows meanwhile is
+/// refused too.
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, RuntimeError> {
+    use std::io::Read;
     let io = |source| RuntimeError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let len = std::fs::metadata(path).map_err(io)?.len();
+    let too_big = |len: u64| RuntimeError::Envelope {
+        what: "a key or ciphertext file",
+        reason: format!(
+            "{} is {len} bytes or more; at most {limit} for this circuit",
+            path.display()
+        ),
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
     if len > limit {
-        return Err(RuntimeError::Envelope {
-            what: "a key or ciphertext file",
-            reason: format!(
-                "{} is {len} bytes; at most {limit} for this circuit",
-                path.display()
-            ),
-        });
+        return Err(too_big(len));
     }
-    std::fs::read(path).map_err(io)
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Write `bytes` to `path` through a temporary file in the same directory, fsync and rename,

@@ -56,6 +56,21 @@ impl FheParams {
         self.set.glwe_dimension.0 * self.set.polynomial_size.0
     }
 
+    /// Bytes of the decompressed evaluation keys a server holds for these parameters (what
+    /// [`crate::EvalKey::size_bytes`] reports): the Fourier BSK, `n · ℓ_pbs · (k+1)² · N/2`
+    /// complex values of 16 bytes, plus the KSK, `k·N · ℓ_ks · (n+1)` words of 8 bytes.
+    pub fn eval_key_bytes(&self) -> u64 {
+        let p = &self.set;
+        let glwe = p.glwe_dimension.to_glwe_size().0 as u64;
+        let bsk = p.lwe_dimension.0 as u64
+            * p.pbs_level.0 as u64
+            * glwe
+            * glwe
+            * (p.polynomial_size.0 as u64 / 2);
+        let ksk = self.big_dim() as u64 * p.ks_level.0 as u64 * (p.lwe_dimension.0 as u64 + 1);
+        bsk * 16 + ksk * 8
+    }
+
     /// Std of each noise source in slots (`1/(2N)` of the torus), from tfhe-rs's noise formulas
     /// (`noise_formulas::{lwe_keyswitch, centered_mean_shifted_modulus_switch,
     /// lwe_programmable_bootstrap}`, TUniform 132-bit variants, f64 FFT with a 53-bit mantissa)

@@ -316,6 +316,6 @@ pub(crate) fn put_u64s(out: &mut Vec<u8>, words: &[u64]) {
 
 /// A fresh random 128-bit value from tfhe's seeder (the OS's or the CPU's entropy source): key
 /// ids and compression seeds.
-pub(crate) fn random_u128() -> u128 {
+pub fn random_u128() -> u128 {
     tfhe::core_crypto::prelude::new_seeder().seed().0
 }

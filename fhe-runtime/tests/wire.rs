@@ -86,6 +86,7 @@ fn files_round_trip_under_real_encryption_equals_the_simulator() {
     let ek = CompressedEvalKey::load(&dir.path().join("eval.key"), &c).unwrap();
     assert_eq!(ck.key_id(), ek.key_id());
     let ek = ek.decompress();
+    assert_eq!(ek.size_bytes() as u64, params.eval_key_bytes());
     let server = Server::new(Arc::new(c.clone()), Arc::new(ek)).unwrap();
     let client = Client::new(Arc::new(ck), Arc::new(c.clone())).unwrap();
     let samples = all_inputs(&c, 6);
