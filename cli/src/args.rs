@@ -32,7 +32,7 @@ pub enum Command {
     Decrypt(DecryptArgs),
     /// Server: serve a circuit over HTTP (keys registered by clients, encrypted inputs in,
     /// encrypted outputs out).
-    Serve(ServeArgs),
+    Serve(qfhe_server::cli::ServeArgs),
     /// Client: encrypt images, have a server evaluate them over HTTP, decrypt the answers.
     Predict(PredictArgs),
     /// Client: load-test a server with concurrent clients; latency percentiles, throughput.
@@ -106,40 +106,6 @@ pub struct DecryptArgs {
     /// One JSON object per sample: `{sample, prediction, logits}`.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct ServeArgs {
-    /// Circuit file to serve.
-    #[arg(long, default_value = "qfhe-out/circuit.json")]
-    pub circuit: PathBuf,
-    /// Folder where registered evaluation keys are kept (created if missing); replicas behind a
-    /// load balancer share one.
-    #[arg(long, default_value = "qfhe-server-keys")]
-    pub keys_dir: PathBuf,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub addr: std::net::SocketAddr,
-    /// Evaluation threads (default: all cores).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096).map(|v| v as usize))]
-    pub threads: Option<usize>,
-    /// Most jobs (evaluations, key loads) admitted at once, running or waiting; further requests
-    /// get 503 with Retry-After.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000).map(|v| v as usize))]
-    pub max_queue: usize,
-    /// Most samples per inference request.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub max_batch: u32,
-    /// Memory for decompressed evaluation keys, MiB (about 115 MiB per key at N = 2048);
-    /// least recently used keys are evicted and reloaded from the keys folder on demand.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=(1 << 24)))]
-    pub key_cache_mb: u64,
-    /// Longest a request may take, upload and evaluation included, seconds.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub request_timeout_s: u64,
-    /// Most registered keys kept in the keys folder.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000).map(|v| v as usize))]
-    pub max_keys: usize,
 }
 
 #[derive(Args, Debug)]

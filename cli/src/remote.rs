@@ -1,36 +1,16 @@
 //! The HTTP halves: `serve` (the server), `predict` and `load-test` (clients).
 
-use crate::args::{LoadTestArgs, PredictArgs, ServeArgs};
+use crate::args::{LoadTestArgs, PredictArgs};
 use anyhow::{bail, Context};
 use qfhe_circuit::Circuit;
 use qfhe_fhe_runtime::{Client, ClientKey};
-use qfhe_server::{App, Remote, RemoteModel, ServeConfig};
+use qfhe_server::{Remote, RemoteModel};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let circuit = Arc::new(Circuit::load(&args.circuit)?);
-    let mut config = ServeConfig::new(args.keys_dir.clone());
-    config.threads = args.threads;
-    config.max_queue = args.max_queue;
-    config.max_batch = args.max_batch;
-    config.key_cache_bytes = args.key_cache_mb << 20;
-    config.request_timeout = Duration::from_secs(args.request_timeout_s);
-    config.max_keys = args.max_keys;
-    let app = App::new(circuit, config)?;
-    let info = app.info().clone();
-    qfhe_server::run_until_signal(args.addr, app, |addr| {
-        eprintln!(
-            "serving circuit {} ({}, {} PBS per sample, {}) on http://{addr}\n  keys in {}; up to {} samples per request; Ctrl-C to stop",
-            &info.circuit_sha256[..16],
-            info.arch,
-            info.pbs_per_sample,
-            info.params,
-            args.keys_dir.display(),
-            info.max_batch
-        );
-    })?;
+pub fn serve(args: &qfhe_server::cli::ServeArgs) -> anyhow::Result<()> {
+    qfhe_server::cli::run(args, |line| eprintln!("{line}"))?;
     eprintln!("stopped");
     Ok(())
 }
@@ -249,7 +229,7 @@ pub fn load_test(args: &LoadTestArgs) -> anyhow::Result<()> {
         args.clients, args.requests, args.server
     );
     println!(
-        "  answers: {} ok, {} failed; equal to the exact circuit: {agree}/{total}; correct labels: {correct}/{total}",
+        "  answers: {} ok, {} failed; equal to the exact circuit: {agree}/{total} (a difference is PBS noise, as in `qfhe eval`); correct labels: {correct}/{total}",
         latencies.len(),
         errors.len()
     );
@@ -273,9 +253,6 @@ pub fn load_test(args: &LoadTestArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = errors.first() {
         bail!("{} requests failed; the first: {e}", errors.len());
-    }
-    if agree != total {
-        bail!("{} answers differ from the exact circuit", total - agree);
     }
     Ok(())
 }

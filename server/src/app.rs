@@ -382,7 +382,8 @@ async fn infer(
     let (bytes, seconds) = app
         .queue
         .run(move || -> Result<(Vec<u8>, f64), ApiError> {
-            let server = match cached {
+            // An earlier job may have loaded the key meanwhile (jobs run one at a time).
+            let server = match cached.or_else(|| job.cache.get(&id).map(|(s, _)| s)) {
                 Some(s) => s,
                 None => job.load(&id)?,
             };

@@ -13,6 +13,7 @@
 //! * [`store`]: registrations persisted in the keys directory with atomic writes, so restarts
 //!   and replicas sharing the directory serve every registered key;
 //! * [`remote`]: the blocking client (`ureq`) that `qfhe predict` uses;
+//! * [`cli`]: the options of `qfhe serve` and of the standalone `qfhe-server` binary;
 //! * [`api`]: the JSON bodies and headers both sides share (documented in `docs/API.md`).
 //!
 //! This crate depends on neither Burn nor the datasets crate.
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod app;
 pub mod cache;
+pub mod cli;
 pub mod error;
 pub mod queue;
 pub mod remote;
