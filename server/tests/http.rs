@@ -445,3 +445,33 @@ fn the_key_cache_keeps_within_its_budget_and_reloads_evicted_keys() {
     let err = App::new(circuit(), too_small).err().expect("refused");
     assert!(err.to_string().contains("--key-cache-mb"), "{err}");
 }
+
+#[test]
+fn a_request_over_the_timeout_gets_408_and_the_server_keeps_serving() {
+    let k = &keys()[0];
+    let store = tempfile::tempdir().unwrap();
+    let registrar = start(store.path(), |_| {});
+    let dir = k.fresh_dir();
+    let reg = model(&registrar, k, dir.path()).registration();
+    // A second server on the folder must load the key before evaluating 64 samples on one
+    // thread: far over its 1 s limit.
+    let slow = start(store.path(), |c| {
+        c.request_timeout = Duration::from_secs(1);
+        c.threads = Some(1);
+    });
+    let c = circuit();
+    let body = k
+        .client(&c)
+        .encrypt_batch(&all_inputs(&c, 64))
+        .unwrap()
+        .to_bytes(&c)
+        .unwrap();
+    match remote(&slow).infer(&reg, &body, 1 << 24) {
+        Err(ServerError::Remote { status, error, .. }) => {
+            assert_eq!(status, 408);
+            assert!(error.contains("longer than 1 s"), "{error}");
+        }
+        other => panic!("expected 408, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(remote(&slow).health().unwrap().status, "ok");
+}
