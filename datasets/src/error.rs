@@ -47,6 +47,29 @@ pub enum DataError {
         /// One line per source tried and why it failed.
         attempts: Vec<String>,
     },
+    /// A CSV file that cannot be read as a table.
+    #[error("{source_name}, row {row}{}: {reason}", .column.as_ref().map(|c| format!(", {c}")).unwrap_or_default())]
+    Csv {
+        /// The file (or dataset) name.
+        source_name: String,
+        /// 1-based row (line of the file, header included); 0 when the file has none.
+        row: usize,
+        /// The column, `column N ('name')`, when one cell is at fault.
+        column: Option<String>,
+        /// What is wrong and what to change.
+        reason: String,
+    },
+    /// A train/test split that cannot be made.
+    #[error("cannot split the table: {0}")]
+    Split(String),
+    /// A dataset name that is not known.
+    #[error("unknown dataset '{name}': use one of {}, or --data-csv FILE", .known.join(", "))]
+    UnknownDataset {
+        /// The name given.
+        name: String,
+        /// The names known.
+        known: Vec<&'static str>,
+    },
     /// Neither `QFHE_DATA` nor a user cache folder is known.
     #[error("no cache folder: set QFHE_DATA to a folder where qfhe may keep datasets")]
     NoCacheDir,

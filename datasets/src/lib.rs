@@ -6,12 +6,20 @@
 //! * [`Dataset`]: a train/test pair of image sets with labels, from MNIST or any folder holding
 //!   the same four IDX file names (`--data-dir`).
 //! * [`synthetic`]: a tiny deterministic image set for tests.
+//! * [`tabular`]: tables of numeric features and a class or value target, read from CSV with
+//!   errors naming the row and column; seeded, stratified train/test splits.
+//! * [`bundled`]: Iris, Breast Cancer Wisconsin, Wine, Digits and Diabetes (bundled, see
+//!   `data/README.md`) and the named synthetic sets, by name.
+//! * [`generate`]: seeded `make_regression` / `make_classification`-like generators.
 
+pub mod bundled;
 pub mod error;
 pub mod fetch;
+pub mod generate;
 pub mod idx;
 pub mod mnist;
 pub mod synthetic;
+pub mod tabular;
 
 pub use error::DataError;
 pub use idx::ImageSet;
