@@ -208,7 +208,8 @@ pub struct ModelArgs {
     /// comparison).
     #[arg(long, default_value_t = 18)]
     pub fp32_epochs: usize,
-    /// Epochs of QAT fine-tuning (default: 12 for models without convolutions, 16 with).
+    /// Epochs of QAT fine-tuning (default: 12 for models without convolutions, 16 with, 20 for
+    /// the lenet preset).
     #[arg(long)]
     pub qat_epochs: Option<usize>,
     /// Initial Adam learning rate of the fp32 phase (cosine decay to 5% of it).
@@ -226,6 +227,11 @@ pub struct ModelArgs {
     /// pixels each way (0: none; default: 2 for the lenet preset, 0 otherwise).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=64).map(|v| v as usize))]
     pub augment_shift: Option<usize>,
+    /// Best-epoch selection: hold out this many training images, score the QAT model on them
+    /// after every QAT epoch and keep the best epoch (0: keep the last; default: 5000 for the
+    /// lenet preset, 0 otherwise). The test set takes no part in the choice.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=10_000_000).map(|v| v as usize))]
+    pub select_best: Option<usize>,
     /// Mini-batch size.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1 << 20).map(|v| v as usize))]
     pub batch_size: usize,

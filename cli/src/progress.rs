@@ -55,8 +55,11 @@ impl TrainProgress {
                 if let Some(pb) = self.bar.take() {
                     pb.finish_and_clear();
                 }
+                let validation = e
+                    .validation_accuracy
+                    .map_or(String::new(), |v| format!("  validation {v:.4}"));
                 eprintln!(
-                    "  {:>4} epoch {:>2}: loss {:.4}  test accuracy {:.4}  ({:.1} s)",
+                    "  {:>4} epoch {:>2}: loss {:.4}  test accuracy {:.4}{validation}  ({:.1} s)",
                     e.phase, e.epoch, e.loss, e.test_accuracy, e.seconds
                 );
             }

@@ -63,9 +63,13 @@ fn fit_config(args: &ModelArgs, spec: &ModelSpec) -> FitConfig {
     FitConfig {
         train: TrainConfig {
             fp32_epochs: args.fp32_epochs,
-            qat_epochs: args
-                .qat_epochs
-                .unwrap_or(if convolutional { 16 } else { 12 }),
+            qat_epochs: args.qat_epochs.unwrap_or(if args.model == "lenet" {
+                20
+            } else if convolutional {
+                16
+            } else {
+                12
+            }),
             batch_size: args.batch_size,
             lr: args.lr,
             qat_lr: args.qat_lr,
@@ -73,6 +77,9 @@ fn fit_config(args: &ModelArgs, spec: &ModelSpec) -> FitConfig {
             augment_shift: args
                 .augment_shift
                 .unwrap_or(if args.model == "lenet" { 2 } else { 0 }),
+            select_best: args
+                .select_best
+                .unwrap_or(if args.model == "lenet" { 5000 } else { 0 }),
             seed: args.seed,
             ..TrainConfig::default()
         },
@@ -102,6 +109,13 @@ pub fn fit(data: &Dataset, args: &ModelArgs) -> anyhow::Result<Model> {
     );
     let mut shown = crate::progress::TrainProgress::default();
     let mut model = qfhe::fit_with(&spec, data, &cfg, &mut |e| shown.show(e))?;
+    if let Some(epoch) = model.info().selected_epoch {
+        eprintln!(
+            "  kept QAT epoch {epoch} (best on the {} held-out training images): test accuracy {:.4}",
+            cfg.train.select_best,
+            model.info().qat_accuracy
+        );
+    }
     model.set_name(name);
     Ok(model)
 }

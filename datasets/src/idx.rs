@@ -78,6 +78,18 @@ impl ImageSet {
         }
     }
 
+    /// The images `start..end` (clamped to the set).
+    pub fn range(&self, start: usize, end: usize) -> ImageSet {
+        let end = end.min(self.len());
+        let start = start.min(end);
+        ImageSet {
+            images: self.images[start * self.pixels()..end * self.pixels()].to_vec(),
+            labels: self.labels[start..end].to_vec(),
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+
     /// Read an image file and its label file.
     ///
     /// # Errors

@@ -115,6 +115,10 @@ pub struct ModelInfo {
     pub fp32_accuracy: f64,
     /// Quantized (QAT forward) accuracy on the evaluation set, in [0, 1].
     pub qat_accuracy: f64,
+    /// The QAT epoch kept by best-epoch selection on held-out training images
+    /// ([`TrainConfig::select_best`]), `None` when the last epoch was kept.
+    #[serde(default)]
+    pub selected_epoch: Option<usize>,
     /// Wall time of training (both phases), seconds.
     #[serde(default)]
     pub train_seconds: f64,
@@ -180,6 +184,7 @@ fn info(
         train: cfg.train.clone(),
         fp32_accuracy: report.fp32_accuracy,
         qat_accuracy: report.qat_accuracy,
+        selected_epoch: report.selected_epoch,
         train_seconds: report.seconds,
     }
 }

@@ -35,6 +35,12 @@ pub struct TrainConfig {
     /// never augments.
     #[serde(default)]
     pub augment_shift: usize,
+    /// Best-epoch selection: hold out this many images from the end of the training set (they
+    /// are not trained on), evaluate the QAT model on them after every QAT epoch, and keep the
+    /// epoch that scores best there instead of the last one. 0 keeps the last epoch and trains
+    /// on every image. The test set never takes part in the choice.
+    #[serde(default)]
+    pub select_best: usize,
     /// Seed for initialisation, shuffling and augmentation.
     pub seed: u64,
     /// Use only the first `n` training images (tests); `None` uses all.
@@ -53,6 +59,7 @@ impl Default for TrainConfig {
             qat_lr: 1e-3,
             qat_noise: true,
             augment_shift: 0,
+            select_best: 0,
             seed: 42,
             max_train: None,
             max_eval: None,
@@ -71,6 +78,9 @@ pub struct EpochLog {
     pub loss: f64,
     /// Test accuracy after the epoch, in [0, 1].
     pub test_accuracy: f64,
+    /// Accuracy on the held-out validation images ([`TrainConfig::select_best`]), QAT epochs
+    /// only.
+    pub validation_accuracy: Option<f64>,
     /// Wall time of the epoch's training steps, seconds.
     pub seconds: f64,
 }
@@ -80,8 +90,10 @@ pub struct EpochLog {
 pub struct TrainReport {
     /// fp32 model accuracy on the evaluation set, in [0, 1].
     pub fp32_accuracy: f64,
-    /// Quantized (QAT forward) accuracy on the evaluation set, in [0, 1].
+    /// Quantized (QAT forward) accuracy on the evaluation set, in [0, 1], of the model returned.
     pub qat_accuracy: f64,
+    /// The QAT epoch returned when [`TrainConfig::select_best`] chose one (1-based).
+    pub selected_epoch: Option<usize>,
     /// Per-epoch log.
     pub epochs: Vec<EpochLog>,
     /// Total training wall time, seconds.
@@ -169,6 +181,22 @@ pub fn train_model_with<M: QatModel>(
         Some(n) => data.train.head(n),
         None => data.train.clone(),
     };
+    let (train_set, validation) = if cfg.select_best > 0 {
+        if cfg.select_best >= train_set.len() {
+            return Err(TrainError::Data(format!(
+                "{} images held out for best-epoch selection, but the training set has {}; hold out fewer",
+                cfg.select_best,
+                train_set.len()
+            )));
+        }
+        let cut = train_set.len() - cfg.select_best;
+        (
+            train_set.head(cut),
+            Some(train_set.range(cut, train_set.len())),
+        )
+    } else {
+        (train_set, None)
+    };
     let eval_set = match cfg.max_eval {
         Some(n) => data.test.head(n),
         None => data.test.clone(),
@@ -212,6 +240,7 @@ pub fn train_model_with<M: QatModel>(
             epoch,
             loss: loss_sum / batches as f64,
             test_accuracy: fp32_accuracy,
+            validation_accuracy: None,
             seconds,
         });
         progress(TrainEvent::EpochEnd(epochs.last().expect("just pushed")));
@@ -228,6 +257,8 @@ pub fn train_model_with<M: QatModel>(
     };
     let mut qat_accuracy = evaluate_qat(&model.valid(), &eval_set)?.0;
     progress(TrainEvent::Calibrated { qat_accuracy });
+    // (validation accuracy, epoch, test accuracy, model) of the best epoch so far.
+    let mut best: Option<(f64, usize, f64, M)> = None;
     for epoch in 1..=cfg.qat_epochs {
         order.shuffle(&mut rng);
         progress(TrainEvent::EpochStart {
@@ -253,23 +284,39 @@ pub fn train_model_with<M: QatModel>(
             });
         }
         let seconds = t.elapsed().as_secs_f64();
-        qat_accuracy = evaluate_qat(&model.valid(), &eval_set)?.0;
+        let current = model.valid();
+        qat_accuracy = evaluate_qat(&current, &eval_set)?.0;
+        let validation_accuracy = match &validation {
+            Some(v) => Some(evaluate_qat(&current, v)?.0),
+            None => None,
+        };
+        if let Some(v) = validation_accuracy {
+            if best.as_ref().is_none_or(|(b, ..)| v > *b) {
+                best = Some((v, epoch, qat_accuracy, current));
+            }
+        }
         epochs.push(EpochLog {
             phase: Phase::Qat.name().into(),
             epoch,
             loss: loss_sum / batches as f64,
             test_accuracy: qat_accuracy,
+            validation_accuracy,
             seconds,
         });
         progress(TrainEvent::EpochEnd(epochs.last().expect("just pushed")));
     }
+    let (model, qat_accuracy, selected_epoch) = match best {
+        Some((_, epoch, accuracy, chosen)) => (chosen, accuracy, Some(epoch)),
+        None => (model.valid(), qat_accuracy, None),
+    };
     let report = TrainReport {
         fp32_accuracy,
         qat_accuracy,
+        selected_epoch,
         epochs,
         seconds: start.elapsed().as_secs_f64(),
     };
-    Ok((model.valid(), report))
+    Ok((model, report))
 }
 
 /// Cosine decay from `lr` to 5% of it over `total` steps (Loshchilov & Hutter 2017, SGDR
