@@ -208,8 +208,7 @@ pub struct ModelArgs {
     /// comparison).
     #[arg(long, default_value_t = 18)]
     pub fp32_epochs: usize,
-    /// Epochs of QAT fine-tuning (default: 12 for models without convolutions, 16 with, 20 for
-    /// the lenet preset).
+    /// Epochs of QAT fine-tuning (default: 12 for models without convolutions, 16 with).
     #[arg(long)]
     pub qat_epochs: Option<usize>,
     /// Initial Adam learning rate of the fp32 phase (cosine decay to 5% of it).
@@ -228,8 +227,8 @@ pub struct ModelArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=64).map(|v| v as usize))]
     pub augment_shift: Option<usize>,
     /// Best-epoch selection: hold out this many training images, score the QAT model on them
-    /// after every QAT epoch and keep the best epoch (0: keep the last; default: 5000 for the
-    /// lenet preset, 0 otherwise). The test set takes no part in the choice.
+    /// after every QAT epoch and keep the best epoch (default 0: keep the last). The test set
+    /// takes no part in the choice.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=10_000_000).map(|v| v as usize))]
     pub select_best: Option<usize>,
     /// Mini-batch size.

@@ -63,13 +63,9 @@ fn fit_config(args: &ModelArgs, spec: &ModelSpec) -> FitConfig {
     FitConfig {
         train: TrainConfig {
             fp32_epochs: args.fp32_epochs,
-            qat_epochs: args.qat_epochs.unwrap_or(if args.model == "lenet" {
-                20
-            } else if convolutional {
-                16
-            } else {
-                12
-            }),
+            qat_epochs: args
+                .qat_epochs
+                .unwrap_or(if convolutional { 16 } else { 12 }),
             batch_size: args.batch_size,
             lr: args.lr,
             qat_lr: args.qat_lr,
@@ -77,9 +73,7 @@ fn fit_config(args: &ModelArgs, spec: &ModelSpec) -> FitConfig {
             augment_shift: args
                 .augment_shift
                 .unwrap_or(if args.model == "lenet" { 2 } else { 0 }),
-            select_best: args
-                .select_best
-                .unwrap_or(if args.model == "lenet" { 5000 } else { 0 }),
+            select_best: args.select_best.unwrap_or(0),
             seed: args.seed,
             ..TrainConfig::default()
         },
