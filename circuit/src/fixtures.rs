@@ -206,6 +206,37 @@ pub fn residual() -> Circuit {
     c
 }
 
+/// A circuit without PBS, as a linear model compiles: 30 inputs of 8 bits → 3 outputs with
+/// 8-bit weights over the whole range `[−127, 127]`, decrypted at full width (worst-case
+/// accumulator ranges of ~19 bits). The input Δ is the output layer's, chosen by
+/// [`crate::lut::output_delta`] for the rows' worst-case ranges and noise.
+///
+/// # Panics
+/// Never: the fixture is valid by construction (a test checks it).
+pub fn linear() -> Circuit {
+    let features = 30;
+    let mut c = start(features, 8, vec![Source::Input]);
+    let weights: Vec<i32> = (0..3 * features as i32)
+        .map(|i| (i * 37 + 11) % 255 - 127)
+        .collect();
+    c.output = OutputLayer {
+        gemm: Gemm {
+            sources: vec![Source::Input],
+            d_in: features,
+            d_out: 3,
+            w_bits: 8,
+            weights,
+            inputs: None,
+        },
+        scale: vec![0.01, 0.02, 0.005],
+        bias: vec![0.5, -1.0, 0.0],
+    };
+    let rows: Vec<_> = (0..3).map(|j| c.output_row_stats(j)).collect();
+    c.input.delta = crate::lut::output_delta(&rows, &c.encoding);
+    c.validate().expect("the linear fixture is valid");
+    c
+}
+
 /// Every input of `circuit` (all codes of every feature) for small fixtures, in a fixed order;
 /// at most `limit` of them.
 pub fn all_inputs(circuit: &Circuit, limit: usize) -> Vec<Vec<i32>> {

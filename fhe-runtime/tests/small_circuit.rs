@@ -1,9 +1,10 @@
 //! Small circuits under real encryption equal the exact simulator — a chain, a sparse
-//! convolution, and a residual graph with a non-monotone signed table — and the compiler
+//! convolution, a residual graph with a non-monotone signed table, and a linear model without
+//! PBS decrypted at full width — and the compiler
 //! refuses circuits whose gross-error probability is too high.
-use qfhe_circuit::fixtures::{all_inputs, chain, residual, wide_stage};
+use qfhe_circuit::fixtures::{all_inputs, chain, linear, residual, wide_stage};
 use qfhe_circuit::{Circuit, Gemm, OutputLayer, Source};
-use qfhe_fhe_runtime::{compile, Client, ClientKey, FheParams, Server};
+use qfhe_fhe_runtime::{compile, Client, ClientKey, FheParams, InputBatch, OutputBatch, Server};
 use std::sync::Arc;
 
 /// Real encryption, evaluation and decryption of `inputs` equal the exact simulator on every
@@ -227,4 +228,51 @@ fn compile_refuses_narrow_table_steps_and_mismatched_parameters() {
         err.contains("N = 2048") && err.contains("N = 8192"),
         "{err}"
     );
+}
+
+#[test]
+fn a_circuit_without_pbs_decrypts_its_full_width_accumulators_exactly() {
+    let c = linear();
+    assert_eq!(c.pbs_count(), 0);
+    let w = |j: usize| c.output.gemm.row(j).to_vec();
+    let max = (1 << c.input.bits) - 1;
+    // The extremes of every row (all inputs at 0 or at the top code where the weight is
+    // positive, or negative), and spread codes.
+    let mut inputs = vec![vec![0; c.features()], vec![max; c.features()]];
+    for j in 0..c.output.d_out() {
+        inputs.push(w(j).iter().map(|&v| if v > 0 { max } else { 0 }).collect());
+        inputs.push(w(j).iter().map(|&v| if v < 0 { max } else { 0 }).collect());
+    }
+    inputs.extend((0..6).map(|s| {
+        (0..c.features() as i32)
+            .map(|i| (i * 53 + s * 97 + 7) % (max + 1))
+            .collect()
+    }));
+    let extremes: i64 = (0..c.output.d_out())
+        .map(|j| {
+            let r = c.output_row_stats(j);
+            r.acc_max - r.acc_min
+        })
+        .max()
+        .unwrap();
+    assert!(extremes > 1 << 18, "worst-case range {extremes}");
+    assert_eq!(check_against_simulator(&c, &inputs), inputs.len());
+
+    // Through the wire too: outputs rounded to 32 bits per coefficient stay exact.
+    let (ck, ek) = ClientKey::generate(FheParams::n2048());
+    let server = Server::new(Arc::new(c.clone()), Arc::new(ek)).unwrap();
+    let client = Client::new(Arc::new(ck), Arc::new(c.clone())).unwrap();
+    let up = client.encrypt_batch(&inputs).unwrap().to_bytes(&c).unwrap();
+    let received = InputBatch::from_bytes(&up, &c, 64).unwrap();
+    let down = server
+        .evaluate_message(&received)
+        .unwrap()
+        .to_bytes(&c)
+        .unwrap();
+    let acc = client
+        .decrypt_batch(&OutputBatch::from_bytes(&down, &c, 64).unwrap())
+        .unwrap();
+    for (x, a) in inputs.iter().zip(&acc) {
+        assert_eq!(a, &c.run_exact(x).unwrap().out_acc, "input {x:?}");
+    }
 }
