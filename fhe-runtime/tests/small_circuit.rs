@@ -1,7 +1,7 @@
 //! Small circuits under real encryption equal the exact simulator — a chain, a sparse
 //! convolution, a residual graph with a non-monotone signed table, and a linear model without
-//! PBS decrypted at full width — and the compiler
-//! refuses circuits whose gross-error probability is too high.
+//! PBS decrypted at full width — and the compiler refuses circuits whose gross-error
+//! probability is too high.
 use qfhe_circuit::fixtures::{all_inputs, chain, linear, residual, wide_stage};
 use qfhe_circuit::{Circuit, Gemm, OutputLayer, Source};
 use qfhe_fhe_runtime::{compile, Client, ClientKey, FheParams, InputBatch, OutputBatch, Server};
