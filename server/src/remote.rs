@@ -294,7 +294,7 @@ impl RemoteModel {
             return Err(ServerError::Config(format!(
                 "{} serves circuit {} ({}), but this circuit file is {}: use the circuit file the server was started with",
                 remote.url(),
-                &info.circuit_sha256[..info.circuit_sha256.len().min(16)],
+                info.circuit_sha256.chars().take(16).collect::<String>(),
                 info.arch,
                 &ours[..16]
             )));
