@@ -32,6 +32,33 @@ pub fn parse_range(text: &str) -> Result<Range<usize>, String> {
     Ok(a..b)
 }
 
+/// The input codes of test images `range` of `data` for `circuit`, after checking that the
+/// range exists and the images have the circuit's input width.
+pub fn test_codes(
+    circuit: &Circuit,
+    data: &qfhe::Dataset,
+    range: Range<usize>,
+) -> anyhow::Result<Vec<Vec<i32>>> {
+    if range.end > data.test.len() {
+        bail!(
+            "test images {}..{} go past the {} test images",
+            range.start,
+            range.end,
+            data.test.len()
+        );
+    }
+    if data.test.pixels() != circuit.features() {
+        bail!(
+            "test images have {} pixels but the circuit takes {} inputs",
+            data.test.pixels(),
+            circuit.features()
+        );
+    }
+    Ok(range
+        .map(|i| circuit.input_codes(data.test.image(i)))
+        .collect())
+}
+
 fn file_size(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
@@ -71,26 +98,7 @@ pub fn encrypt(args: &EncryptArgs) -> anyhow::Result<()> {
     let ck = Arc::new(ClientKey::load(&args.keys.join("client.key"), &circuit)?);
     let client = Client::new(ck.clone(), circuit.clone())?;
     let data = crate::data::load(&args.data)?;
-    let range = &args.test_index;
-    if range.end > data.test.len() {
-        bail!(
-            "--test-index {}..{} goes past the {} test images",
-            range.start,
-            range.end,
-            data.test.len()
-        );
-    }
-    if data.test.pixels() != circuit.features() {
-        bail!(
-            "test images have {} pixels but the circuit takes {} inputs",
-            data.test.pixels(),
-            circuit.features()
-        );
-    }
-    let samples: Vec<Vec<i32>> = range
-        .clone()
-        .map(|i| circuit.input_codes(data.test.image(i)))
-        .collect();
+    let samples = test_codes(&circuit, &data, args.test_index.clone())?;
     let batch = client.encrypt_batch(&samples)?;
     batch.save(&args.out, &circuit)?;
     let bytes = file_size(&args.out);

@@ -44,26 +44,13 @@ fn test_samples(
     range: std::ops::Range<usize>,
 ) -> anyhow::Result<Vec<Sample>> {
     let data = crate::data::load(data)?;
-    if range.end > data.test.len() {
-        bail!(
-            "test images {}..{} go past the {} test images",
-            range.start,
-            range.end,
-            data.test.len()
-        );
-    }
-    if data.test.pixels() != circuit.features() {
-        bail!(
-            "test images have {} pixels but the circuit takes {} inputs",
-            data.test.pixels(),
-            circuit.features()
-        );
-    }
+    let codes = crate::deploy::test_codes(circuit, &data, range.clone())?;
     Ok(range
-        .map(|i| Sample {
+        .zip(codes)
+        .map(|(i, codes)| Sample {
             index: Some(i),
             label: Some(data.test.labels[i]),
-            codes: circuit.input_codes(data.test.image(i)),
+            codes,
         })
         .collect())
 }
@@ -223,7 +210,7 @@ pub fn load_test(args: &LoadTestArgs) -> anyhow::Result<()> {
             Err(e) => errors.push(e),
         }
     }
-    let health = model_health(&args.server, args.timeout_s);
+    let health = model.remote().health().ok();
     println!(
         "load test: {} clients × {} requests (1 sample each) on {}",
         args.clients, args.requests, args.server
@@ -255,11 +242,4 @@ pub fn load_test(args: &LoadTestArgs) -> anyhow::Result<()> {
         bail!("{} requests failed; the first: {e}", errors.len());
     }
     Ok(())
-}
-
-fn model_health(server: &str, timeout_s: u64) -> Option<qfhe_server::api::Health> {
-    Remote::new(server, Duration::from_secs(timeout_s))
-        .ok()?
-        .health()
-        .ok()
 }

@@ -129,6 +129,11 @@ impl App {
         }))
     }
 
+    /// The parameter set.
+    pub fn params(&self) -> &FheParams {
+        &self.params
+    }
+
     /// What `GET /v1/circuit` answers.
     pub fn info(&self) -> &CircuitInfo {
         &self.info
@@ -446,11 +451,4 @@ async fn method_not_allowed() -> ApiError {
         "this route does not take that method",
         "the API has GET /v1/health, GET /v1/circuit, POST /v1/keys, POST /v1/infer, DELETE /v1/keys/{id}",
     )
-}
-
-impl App {
-    /// The parameter set.
-    pub fn params(&self) -> &FheParams {
-        &self.params
-    }
 }

@@ -59,21 +59,30 @@ pub fn run_until_signal(
     app: Arc<App>,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
-    let io = |source| ServerError::Io {
-        path: addr.to_string().into(),
-        source,
-    };
-    // HTTP needs few threads: the FHE work runs on the queue's pool.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(io)?;
-    runtime.block_on(async {
+    let io = io_at(addr);
+    http_runtime(addr)?.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
         ready(listener.local_addr().map_err(io)?);
         serve(listener, app, shutdown_signal()).await.map_err(io)
     })
+}
+
+/// An I/O error at the listening address.
+fn io_at(addr: SocketAddr) -> impl Fn(std::io::Error) -> ServerError + Copy {
+    move |source| ServerError::Io {
+        path: addr.to_string().into(),
+        source,
+    }
+}
+
+/// The async runtime that serves HTTP. It needs few threads: the FHE work runs on the queue's
+/// pool.
+fn http_runtime(addr: SocketAddr) -> Result<tokio::runtime::Runtime, ServerError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io_at(addr))
 }
 
 async fn shutdown_signal() {
@@ -111,15 +120,8 @@ impl Background {
     /// # Errors
     /// [`ServerError::Io`] if the runtime cannot start or the address cannot be bound.
     pub fn start(addr: SocketAddr, app: Arc<App>) -> Result<Self, ServerError> {
-        let io = |source| ServerError::Io {
-            path: addr.to_string().into(),
-            source,
-        };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(io)?;
+        let io = io_at(addr);
+        let runtime = http_runtime(addr)?;
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
             .map_err(io)?;

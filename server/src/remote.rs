@@ -317,6 +317,11 @@ impl RemoteModel {
         })
     }
 
+    /// The server.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
     /// The registration in use.
     pub fn registration(&self) -> KeyRegistered {
         self.key.lock().unwrap_or_else(|p| p.into_inner()).clone()
