@@ -100,6 +100,7 @@ fn start(features: usize, bits: u32, output_sources: Vec<Source>) -> Circuit {
             features,
             bits,
             delta: encoding.torus_per_unit(),
+            quantizer: None,
         },
         encoding,
         stages: Vec::new(),
@@ -107,6 +108,7 @@ fn start(features: usize, bits: u32, output_sources: Vec<Source>) -> Circuit {
             gemm: dense(output_sources, 1, vec![0]),
             scale: vec![],
             bias: vec![],
+            readout: Default::default(),
         },
         meta: Meta {
             dataset: "fixture".into(),
@@ -140,6 +142,7 @@ pub fn chain() -> Circuit {
         gemm: dense(vec![Source::Stage(1)], 2, vec![1, -2, 3, 1, -1, -1]),
         scale: vec![0.5, 0.25, 1.0],
         bias: vec![0.0, 0.1, -0.2],
+        readout: Default::default(),
     };
     c.validate().expect("the chain fixture is valid");
     c
@@ -201,6 +204,7 @@ pub fn residual() -> Circuit {
         ),
         scale: vec![1.0, 0.5, 0.25],
         bias: vec![0.0, -0.1, 0.2],
+        readout: Default::default(),
     };
     c.validate().expect("the residual fixture is valid");
     c
@@ -230,6 +234,7 @@ pub fn linear() -> Circuit {
         },
         scale: vec![0.01, 0.02, 0.005],
         bias: vec![0.5, -1.0, 0.0],
+        readout: Default::default(),
     };
     let rows: Vec<_> = (0..3).map(|j| c.output_row_stats(j)).collect();
     c.input.delta = crate::lut::output_delta(&rows, &c.encoding);

@@ -218,6 +218,7 @@ mod legacy {
                 features: self.features,
                 bits: self.in_bits,
                 delta: units(self.input_delta, "input_delta")?,
+                quantizer: None,
             };
             let mut stages = Vec::with_capacity(self.hidden.len());
             for (l, h) in self.hidden.iter().enumerate() {
@@ -288,6 +289,7 @@ mod legacy {
                     },
                     scale: o.scale,
                     bias: o.bias,
+                    readout: Default::default(),
                 },
                 stages,
                 meta: self.meta,

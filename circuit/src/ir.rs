@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 /// Version 2 added sparse connectivity ([`Gemm::inputs`]); version 3 replaced the output
 /// layer's power-of-two `delta_log2` by any integer Δ; version 4 made the circuit a graph of
 /// stages ([`Source`]), each owning its output scale ([`Stage::delta`]), with per-slot signed
-/// tables ([`Table`]). Files of versions 1–3 are upgraded when read.
-pub const FORMAT_VERSION: u32 = 4;
+/// tables ([`Table`]); version 5 added the optional per-feature input quantizer
+/// ([`Input::quantizer`]) and the output readout ([`OutputLayer::readout`]). Files of versions
+/// 1–3 are upgraded when read; version 4 files read as they are.
+pub const FORMAT_VERSION: u32 = 5;
 /// Oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 pub(crate) const FORMAT_TAG: &str = "qfhe-circuit";
@@ -58,6 +60,50 @@ pub struct Input {
     pub bits: u32,
     /// `Δ_in`: torus units (of `2^64`) per input unit; the client encrypts code `x` as `x · Δ_in`.
     pub delta: u64,
+    /// How the client turns real-valued features into codes (tabular data). `None`: the input
+    /// is an 8-bit image, each pixel `p` quantized as `round(p · (2^bits − 1) / 255)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantizer: Option<FeatureQuantizer>,
+}
+
+/// A per-feature affine quantizer: feature `i`'s value `x` becomes the code
+/// `clamp(round_half_even((x − low_i) / step_i), 0, 2^bits − 1)` and code `q` stands for
+/// `low_i + q · step_i` (see [`FeatureQuantizer::calibrate`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureQuantizer {
+    /// Value of code 0, per feature.
+    pub low: Vec<f32>,
+    /// Value of one code step, per feature (positive).
+    pub step: Vec<f32>,
+}
+
+/// How the client reads its prediction from the dequantized outputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readout {
+    /// The class is the index of the largest output (first maximum).
+    #[default]
+    Argmax,
+    /// One output, a binary decision score: class 1 when it is positive, else class 0.
+    Sign,
+    /// One output, the predicted value itself (regression).
+    Value,
+}
+
+impl Readout {
+    /// Whether this is the default, [`Readout::Argmax`].
+    pub fn is_argmax(&self) -> bool {
+        *self == Self::Argmax
+    }
+
+    /// Its name in reports: `argmax`, `sign`, `value`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Argmax => "argmax",
+            Self::Sign => "sign",
+            Self::Value => "value",
+        }
+    }
 }
 
 /// Provenance of a circuit.
@@ -275,6 +321,9 @@ pub struct OutputLayer {
     pub scale: Vec<f32>,
     /// Float bias per output.
     pub bias: Vec<f32>,
+    /// How the prediction is read from the logits (argmax unless written).
+    #[serde(default, skip_serializing_if = "Readout::is_argmax")]
+    pub readout: Readout,
 }
 
 impl OutputLayer {
@@ -291,6 +340,25 @@ impl OutputLayer {
             .zip(&self.bias)
             .map(|((&a, &s), &b)| a as f32 * s + b)
             .collect()
+    }
+
+    /// The predicted class of `logits` by the [`Readout`]: the first maximum, or `logit_0 > 0`
+    /// for [`Readout::Sign`]; 0 for [`Readout::Value`] (a regression has no class).
+    pub fn class(&self, logits: &[f32]) -> usize {
+        match self.readout {
+            Readout::Argmax => crate::simulate::argmax(logits),
+            Readout::Sign => usize::from(logits.first().is_some_and(|&v| v > 0.0)),
+            Readout::Value => 0,
+        }
+    }
+
+    /// The prediction as a number, what a [`Metric`](crate::metric::Metric) scores: the class
+    /// index, or the value `logit_0` for [`Readout::Value`].
+    pub fn predicted_value(&self, logits: &[f32]) -> f64 {
+        match self.readout {
+            Readout::Value => logits.first().map_or(0.0, |&v| v as f64),
+            _ => self.class(logits) as f64,
+        }
     }
 }
 

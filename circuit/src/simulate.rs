@@ -20,7 +20,7 @@ pub struct ExactTrace {
     pub out_acc: Vec<i64>,
     /// Logits.
     pub logits: Vec<f32>,
-    /// Predicted class (first maximum).
+    /// Predicted class ([`OutputLayer::class`]: first maximum unless the readout says otherwise).
     pub prediction: usize,
 }
 
@@ -104,7 +104,7 @@ impl Circuit {
             .collect();
         let logits = o.logits(&out_acc);
         ExactTrace {
-            prediction: argmax(&logits),
+            prediction: o.class(&logits),
             stages,
             out_acc,
             logits,

@@ -128,6 +128,14 @@ impl Circuit {
                 "input.delta is 0: the client's encryptions would carry no value".into(),
             );
         }
+        if let Some(q) = &i.quantizer {
+            if q.features() != i.features || !q.is_valid() {
+                return invalid(format!(
+                    "input.quantizer needs {} finite lows and {} finite positive steps, one per feature",
+                    i.features, i.features
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -300,6 +308,13 @@ impl Circuit {
             || o.scale.iter().chain(&o.bias).any(|v| !v.is_finite())
         {
             return invalid("output layer: scale and bias need one finite value per output".into());
+        }
+        if !o.readout.is_argmax() && o.d_out() != 1 {
+            return invalid(format!(
+                "output layer: the {} readout reads one output, the layer has {}",
+                o.readout.name(),
+                o.d_out()
+            ));
         }
         if delta < 1 << 8 {
             return invalid(format!(

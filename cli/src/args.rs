@@ -165,18 +165,32 @@ pub struct LoadTestArgs {
 /// Where the data comes from.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Dataset name (`mnist`, fetched and checksummed automatically).
+    /// Dataset name: `mnist` (images, fetched and checksummed automatically), or a bundled
+    /// table: iris, breast-cancer, wine, digits, diabetes, synthetic-regression,
+    /// synthetic-classification.
     #[arg(long, default_value = "mnist")]
     pub dataset: String,
     /// Use the four IDX files in DIR instead (same names as MNIST's; no checksum).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "data_csv")]
     pub data_dir: Option<PathBuf>,
+    /// Use a CSV table instead (numeric feature columns, header optional, `.csv` or
+    /// `.csv.gz`); it is split into training and test rows.
+    #[arg(long, value_name = "FILE")]
+    pub data_csv: Option<PathBuf>,
+    /// The CSV's target column: a header name or a 0-based index (default: the last column).
+    #[arg(long, value_name = "COL", requires = "data_csv")]
+    pub target: Option<String>,
+    /// Fraction of a table's rows held out for testing (stratified by class, seeded by
+    /// `--seed`).
+    #[arg(long, default_value_t = 0.2, value_parser = fraction)]
+    pub test_fraction: f64,
 }
 
 /// Model and training options.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// The model: a preset (`mlp`: 784-128-10; `cnn`: conv 1→24 7×7 stride 4, batch norm, dense
+    /// The model: for tables `linreg`, `logreg` or `svm` (linear models, no PBS); for images a
+    /// preset (`mlp`: 784-128-10; `cnn`: conv 1→24 7×7 stride 4, batch norm, dense
     /// 256; `lenet`: conv 1→12 5×5 stride 2, conv 12→24 3×3 stride 2, dense 128) or a model file
     /// (`.toml` or `.json`, format in README.md and docs/DESIGN.md).
     #[arg(long, default_value = "mlp", value_name = "PRESET|FILE")]
@@ -316,6 +330,10 @@ pub struct EvalArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    /// Score reported for tables: accuracy or f1 (classification), r2 (regression); default
+    /// accuracy, or r2 for a regression. Images are scored by accuracy.
+    #[arg(long, value_parser = ["accuracy", "f1", "r2"])]
+    pub metric: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -360,6 +378,15 @@ fn positive_finite(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("'{s}' is not a positive number of slots")),
+    }
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a fraction strictly between 0 and 1, e.g. 0.2"
+        )),
     }
 }
 

@@ -12,6 +12,12 @@ pub fn load(args: &DataArgs) -> anyhow::Result<Dataset> {
     }
     match args.dataset.as_str() {
         "mnist" => Ok(Dataset::mnist()?),
-        other => bail!("unknown dataset '{other}': use --dataset mnist, or --data-dir DIR for a dataset in IDX format"),
+        other => bail!("unknown dataset '{other}': use --dataset mnist, a table ({}), --data-dir DIR for images in IDX format or --data-csv FILE for a table", qfhe::datasets::bundled::NAMES.join(", ")),
     }
+}
+
+/// Whether `args` name a table (a bundled one or a CSV file) rather than images.
+pub fn is_tabular(args: &DataArgs) -> bool {
+    args.data_csv.is_some()
+        || (args.data_dir.is_none() && qfhe::datasets::bundled::task(&args.dataset).is_some())
 }

@@ -5,7 +5,7 @@ use crate::report::{layer_table, FheReport, Latency, Report, TraceLayer};
 use anyhow::Context;
 use qfhe::Dataset;
 use qfhe_circuit::simulate::{stage_decode_error, ExactTrace};
-use qfhe_circuit::{Circuit, NoiseModel};
+use qfhe_circuit::{Circuit, Metric, NoiseModel};
 use qfhe_fhe_runtime::{compile, Client, ClientKey, FheParams, Server};
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -18,23 +18,50 @@ const TRACE_SAMPLES: usize = 10;
 /// Noise draws per traced sample for the noise model's prediction.
 const TRACE_DRAWS: u64 = 200;
 
-fn agreement(a: &[usize], b: &[usize]) -> f64 {
+fn agreement(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
 }
 
-fn accuracy(preds: &[usize], labels: &[u8]) -> f64 {
-    preds
-        .iter()
-        .zip(labels)
-        .filter(|(p, l)| **p == **l as usize)
-        .count() as f64
-        / preds.len().max(1) as f64
+/// The test samples an evaluation runs: input codes, targets and how to score them.
+pub struct EvalSet {
+    /// Dataset name for the report.
+    pub name: String,
+    /// Input codes per sample.
+    pub codes: Vec<Vec<i32>>,
+    /// Target per sample (class index or value).
+    pub targets: Vec<f64>,
+    /// The score reported.
+    pub metric: Metric,
+    /// The fp32 model's score on the same samples, when known.
+    pub fp32: Option<f64>,
+}
+
+impl EvalSet {
+    /// The test images of `data`, scored by accuracy.
+    pub fn images(circuit: &Circuit, data: &Dataset) -> anyhow::Result<Self> {
+        if data.test.pixels() != circuit.features() {
+            anyhow::bail!(
+                "test images have {} pixels but the circuit takes {} inputs",
+                data.test.pixels(),
+                circuit.features()
+            );
+        }
+        Ok(Self {
+            name: data.name.clone(),
+            codes: (0..data.test.len())
+                .map(|i| circuit.input_codes(data.test.image(i)))
+                .collect(),
+            targets: data.test.labels.iter().map(|&l| l as f64).collect(),
+            metric: Metric::Accuracy,
+            fp32: circuit.meta.fp32_accuracy,
+        })
+    }
 }
 
 /// Simulate, compile, run FHE, and build the report.
 pub fn evaluate(
     circuit: &Circuit,
-    data: &Dataset,
+    set: &EvalSet,
     fhe: &FheArgs,
     model: &str,
 ) -> anyhow::Result<Report> {
@@ -46,24 +73,17 @@ pub fn evaluate(
         .num_threads(threads)
         .build_global();
     let threads = rayon::current_num_threads();
-    if data.test.pixels() != circuit.features() {
-        anyhow::bail!(
-            "test images have {} pixels but the circuit takes {} inputs",
-            data.test.pixels(),
-            circuit.features()
-        );
-    }
-    let codes: Vec<Vec<i32>> = (0..data.test.len())
-        .map(|i| circuit.input_codes(data.test.image(i)))
-        .collect();
-    let labels = &data.test.labels;
+    let codes = &set.codes;
+    let targets = &set.targets;
+    let metric = set.metric;
+    let value = |logits: &[f32]| circuit.output.predicted_value(logits);
 
     let exact: Vec<ExactTrace> = codes
         .par_iter()
         .map(|x| circuit.run_exact(x))
         .collect::<Result<_, _>>()?;
-    let exact_pred: Vec<usize> = exact.iter().map(|t| t.prediction).collect();
-    let quantized_accuracy = accuracy(&exact_pred, labels);
+    let exact_pred: Vec<f64> = exact.iter().map(|t| value(&t.logits)).collect();
+    let quantized_accuracy = metric.score(&exact_pred, targets);
 
     let params = FheParams::by_poly_size(circuit.encoding.poly_size).with_context(|| {
         format!(
@@ -74,7 +94,7 @@ pub fn evaluate(
     let analysis_samples: Vec<Vec<i32>> = codes.iter().take(1000).cloned().collect();
     let compiled = compile(circuit, &params, fhe.p_error_log2, &analysis_samples)?;
     let noise = NoiseModel::new(circuit, &compiled.noise);
-    let sim_pred: Vec<usize> = codes
+    let sim_pred: Vec<f64> = codes
         .par_iter()
         .enumerate()
         .map(|(i, x)| {
@@ -83,17 +103,18 @@ pub fn evaluate(
                     .wrapping_mul(1_000_003)
                     .wrapping_add(i as u64),
             );
-            noise.run(circuit, x, &mut rng).map(|t| t.prediction)
+            noise.run(circuit, x, &mut rng).map(|t| value(&t.logits))
         })
         .collect::<Result<_, _>>()?;
-    let simulated_accuracy = accuracy(&sim_pred, labels);
+    let simulated_accuracy = metric.score(&sim_pred, targets);
     println!(
-        "\n{} on {}: quantized (exact circuit) accuracy {:.4}, simulated (noise model) {:.4} on {} test images",
+        "\n{} on {}: quantized (exact circuit) {} {:.4}, simulated (noise model) {:.4} on {} test samples",
         circuit.meta.arch,
-        data.name,
+        set.name,
+        metric.name(),
         quantized_accuracy,
         simulated_accuracy,
-        labels.len()
+        targets.len()
     );
 
     eprintln!("generating keys ({})…", params.name);
@@ -145,11 +166,11 @@ pub fn evaluate(
             .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&[_]> = cts.iter().map(Vec::as_slice).collect();
         let outs = server.evaluate_batch(&refs, keep_hidden)?;
-        let preds: Vec<usize> = outs
+        let preds: Vec<f64> = outs
             .iter()
             .map(|out| {
                 let acc = client.decrypt_output(&out.output)?;
-                Ok(qfhe_circuit::argmax(&circuit.output.logits(&acc)))
+                Ok(value(&circuit.output.logits(&acc)))
             })
             .collect::<anyhow::Result<_>>()?;
         let seconds = t.elapsed().as_secs_f64();
@@ -191,7 +212,7 @@ pub fn evaluate(
         trace_report(
             circuit,
             &noise,
-            &codes,
+            codes,
             &exact,
             &hidden_decrypted,
             fhe.noise_seed,
@@ -220,7 +241,7 @@ pub fn evaluate(
     }
     let fhe_report = FheReport {
         samples: n,
-        accuracy: accuracy(&fhe_pred, &labels[..n]),
+        accuracy: metric.score(&fhe_pred, &targets[..n]),
         agreement_with_quantized: agreement(&fhe_pred, &exact_pred[..n]),
         latency_s: Latency::of(&latencies),
         threads,
@@ -238,16 +259,17 @@ pub fn evaluate(
         trace,
     };
     Ok(Report {
-        dataset: data.name.clone(),
+        dataset: set.name.clone(),
         model: model.to_owned(),
+        metric: metric.name().to_owned(),
         arch: circuit.meta.arch.clone(),
         w_bits: circuit.meta.w_bits,
         a_bits: circuit.meta.a_bits,
-        fp32_accuracy: circuit.meta.fp32_accuracy,
+        fp32_accuracy: set.fp32,
         quantized_accuracy,
         simulated_accuracy,
         simulated_agreement_with_quantized: agreement(&sim_pred, &exact_pred),
-        test_samples: labels.len(),
+        test_samples: targets.len(),
         fhe: fhe_report,
         layers: compiled.layers,
     })
@@ -318,7 +340,7 @@ fn trace_report(
         .collect()
 }
 
-fn finish(report: &Report, out: &Path) -> anyhow::Result<()> {
+pub fn finish(report: &Report, out: &Path) -> anyhow::Result<()> {
     report.write(out)?;
     println!("{}", report.accuracy_table());
     println!(
@@ -336,11 +358,19 @@ pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
         .circuit
         .file_stem()
         .map_or("circuit".into(), |s| s.to_string_lossy().into_owned());
-    let report = evaluate(&circuit, &data, &args.fhe, &name)?;
+    let report = evaluate(
+        &circuit,
+        &EvalSet::images(&circuit, &data)?,
+        &args.fhe,
+        &name,
+    )?;
     finish(&report, &args.out)
 }
 
 pub fn run_command(args: &RunArgs) -> anyhow::Result<()> {
+    if crate::data::is_tabular(&args.data) {
+        return crate::tabular::run(args);
+    }
     let start = Instant::now();
     let data = crate::data::load(&args.data)?;
     let model = crate::train_cmd::fit(&data, &args.model)?;
@@ -352,7 +382,8 @@ pub fn run_command(args: &RunArgs) -> anyhow::Result<()> {
         model.info().train_seconds,
         circuit.pbs_count()
     );
-    let report = evaluate(&circuit, &data, &args.fhe, &model.info().name)?;
+    let set = EvalSet::images(&circuit, &data)?;
+    let report = evaluate(&circuit, &set, &args.fhe, &model.info().name)?;
     finish(&report, &args.out)?;
     println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
     Ok(())

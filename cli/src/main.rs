@@ -8,6 +8,7 @@ mod image;
 mod progress;
 mod remote;
 mod report;
+mod tabular;
 mod train_cmd;
 
 use clap::Parser;

@@ -77,6 +77,9 @@ pub struct FheReport {
 pub struct Report {
     pub dataset: String,
     pub model: String,
+    /// What `fp32_accuracy`, `quantized_accuracy`, `simulated_accuracy` and `fhe.accuracy`
+    /// measure: `accuracy`, `f1` or `r2`.
+    pub metric: String,
     pub arch: String,
     pub w_bits: u32,
     pub a_bits: u32,
@@ -144,7 +147,7 @@ pub fn layer_table(layers: &[LayerReport], seconds_per_pbs: Option<f64>) -> Stri
 impl Report {
     pub fn accuracy_table(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "| model | fp32 | quantized (exact circuit, {} test) | simulated (FHE noise model, {} test) | FHE ({} samples) | FHE agreement with quantized | FHE latency median (min–max) |", self.test_samples, self.test_samples, self.fhe.samples);
+        let _ = writeln!(s, "| model ({}) | fp32 | quantized (exact circuit, {} test) | simulated (FHE noise model, {} test) | FHE ({} samples) | FHE agreement with quantized | FHE latency median (min–max) |", self.metric, self.test_samples, self.test_samples, self.fhe.samples);
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         let _ = writeln!(
             s,

@@ -23,6 +23,7 @@ pub mod tabular;
 
 pub use error::DataError;
 pub use idx::ImageSet;
+pub use tabular::{CsvOptions, Table, Target, TargetColumn, Task};
 
 use std::path::{Path, PathBuf};
 

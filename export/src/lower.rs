@@ -63,6 +63,7 @@ pub fn lower(model: &QSequential, dataset: &str) -> Result<Circuit, ExportError>
                     gemm,
                     scale: floats(o.k.clone()),
                     bias: floats(o.bias.clone()),
+                    readout: Default::default(),
                 });
             }
             (Role::Act(a), _) => {
@@ -118,6 +119,7 @@ pub fn lower(model: &QSequential, dataset: &str) -> Result<Circuit, ExportError>
         features: b.features,
         bits: spec.quant.in_bits,
         delta: plan.delta(Src::Input).unwrap_or(cfg.torus_per_unit()),
+        quantizer: None,
     };
     let meta = Meta {
         dataset: dataset.into(),

@@ -27,11 +27,13 @@ fn staircase(mult: i64, base: i64) -> Circuit {
         gemm: dense(vec![Source::Stage(0)], 1, vec![1]),
         scale: vec![1.0],
         bias: vec![0.0],
+        readout: Default::default(),
     };
     let input = Input {
         features: 1,
         bits: 8,
         delta: enc.torus_per_unit(),
+        quantizer: None,
     };
     Circuit::new(enc, input, vec![stage], output, Meta::default()).unwrap()
 }

@@ -132,6 +132,7 @@ fn conv_circuit() -> Circuit {
         ),
         scale: vec![1.0, 0.5],
         bias: vec![0.0, 0.0],
+        readout: Default::default(),
     };
     c.validate().unwrap();
     c

@@ -3,7 +3,7 @@
 
 use crate::fit::Model;
 use crate::{Error, Result};
-use qfhe_circuit::{Circuit, NoiseModel};
+use qfhe_circuit::{Circuit, Metric, NoiseModel};
 use qfhe_datasets::ImageSet;
 use qfhe_fhe_runtime::{compile, Client, ClientKey, CompileReport, EvalKey, FheParams, Server};
 use rand::SeedableRng;
@@ -36,8 +36,11 @@ pub enum Mode {
 /// One prediction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
-    /// The class, argmax of the logits (first maximum).
+    /// The class by the circuit's readout: the argmax of the logits (first maximum), or the
+    /// sign of the one score of a binary linear classifier; 0 for regression.
     pub class: usize,
+    /// What a metric scores: the class index, or the predicted value for regression.
+    pub value: f64,
     /// Dequantized logits, one per class.
     pub logits: Vec<f32>,
     /// Wall time of this prediction's evaluation, seconds (FHE: encryption, server
@@ -81,6 +84,23 @@ impl Compiled {
     /// `[-200, 0)`, [`Error::Mismatch`] when the calibration images do not fit the circuit,
     /// [`Error::Compile`] when a layer misses the target (the message says what to retrain).
     pub fn new(circuit: Circuit, calibration: &ImageSet, p_error_log2: f64) -> Result<Self> {
+        check_images(&circuit, calibration)?;
+        let samples: Vec<Vec<i32>> = (0..calibration.len().min(ANALYSIS_SAMPLES))
+            .map(|i| circuit.input_codes(calibration.image(i)))
+            .collect();
+        Self::from_codes(circuit, &samples, p_error_log2)
+    }
+
+    /// [`Compiled::new`] with the calibration given as input codes (one `Vec` of
+    /// `features` codes per sample; the first 1000 are read).
+    ///
+    /// # Errors
+    /// As [`Compiled::new`]; [`Error::Circuit`] for a code outside the circuit's input range.
+    pub fn from_codes(
+        circuit: Circuit,
+        calibration: &[Vec<i32>],
+        p_error_log2: f64,
+    ) -> Result<Self> {
         if !(p_error_log2.is_finite() && (-200.0..0.0).contains(&p_error_log2)) {
             return Err(Error::Config {
                 field: "p_error_log2",
@@ -90,11 +110,11 @@ impl Compiled {
         }
         let n = circuit.encoding.poly_size;
         let params = FheParams::by_poly_size(n).ok_or(Error::PolySize(n))?;
-        check_images(&circuit, calibration)?;
-        let samples: Vec<Vec<i32>> = (0..calibration.len().min(ANALYSIS_SAMPLES))
-            .map(|i| circuit.input_codes(calibration.image(i)))
-            .collect();
-        let report = compile(&circuit, &params, p_error_log2, &samples)?;
+        let samples = &calibration[..calibration.len().min(ANALYSIS_SAMPLES)];
+        for x in samples {
+            circuit.check_input(x)?;
+        }
+        let report = compile(&circuit, &params, p_error_log2, samples)?;
         Ok(Self {
             circuit: Arc::new(circuit),
             params,
@@ -158,30 +178,45 @@ impl Compiled {
                 found: i,
             });
         }
+        let samples: Vec<(u64, Vec<i32>)> = idx
+            .iter()
+            .map(|&i| (i as u64, self.circuit.input_codes(set.image(i))))
+            .collect();
+        self.predict_codes(&samples, mode)
+    }
+
+    /// Predict samples given as input codes in `mode`; each sample is `(id, codes)`, the id
+    /// choosing its noise draws in [`Mode::Simulate`] (sample `id` uses seed
+    /// `seed · 1000003 + id`, so a sample gets the same draws in any batch).
+    ///
+    /// # Errors
+    /// [`Error::Circuit`] for codes that do not fit the circuit; [`Error::Runtime`] if the
+    /// runtime refuses a ciphertext list.
+    pub fn predict_codes(
+        &self,
+        samples: &[(u64, Vec<i32>)],
+        mode: Mode,
+    ) -> Result<Vec<Prediction>> {
         let c = &self.circuit;
-        let codes = |i: usize| c.input_codes(set.image(i));
-        let clear = |(logits, class): (Vec<f32>, usize)| Prediction {
-            class,
+        let clear = |logits: Vec<f32>| Prediction {
+            class: c.output.class(&logits),
+            value: c.output.predicted_value(&logits),
             logits,
             seconds: 0.0,
         };
         match mode {
-            Mode::Exact => idx
+            Mode::Exact => samples
                 .par_iter()
-                .map(|&i| {
-                    Ok(clear(
-                        c.run_exact(&codes(i)).map(|t| (t.logits, t.prediction))?,
-                    ))
-                })
+                .map(|(_, x)| Ok(clear(c.run_exact(x)?.logits)))
                 .collect(),
             Mode::Simulate { seed } => {
                 let noise = NoiseModel::new(c, &self.report.noise);
-                idx.par_iter()
-                    .map(|&i| {
-                        let s = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+                samples
+                    .par_iter()
+                    .map(|(id, x)| {
+                        let s = seed.wrapping_mul(1_000_003).wrapping_add(*id);
                         let mut rng = rand::rngs::StdRng::seed_from_u64(s);
-                        let t = noise.run(c, &codes(i), &mut rng)?;
-                        Ok(clear((t.logits, t.prediction)))
+                        Ok(clear(noise.run(c, x, &mut rng)?.logits))
                     })
                     .collect()
             }
@@ -189,18 +224,17 @@ impl Compiled {
                 let (client_key, eval_key) = self.keys();
                 let server = Server::new(self.circuit.clone(), eval_key.clone())?;
                 let client = Client::new(client_key.clone(), self.circuit.clone())?;
-                idx.iter()
-                    .map(|&i| {
+                samples
+                    .iter()
+                    .map(|(_, x)| {
                         let t = Instant::now();
-                        let cts = client.encrypt(&codes(i))?;
+                        c.check_input(x)?;
+                        let cts = client.encrypt(x)?;
                         let out = server.evaluate(&cts)?;
                         let acc = client.decrypt_output(&out.output)?;
-                        let logits = c.output.logits(&acc);
-                        let class = qfhe_circuit::simulate::argmax(&logits);
                         Ok(Prediction {
-                            class,
-                            logits,
                             seconds: t.elapsed().as_secs_f64(),
+                            ..clear(c.output.logits(&acc))
                         })
                     })
                     .collect()
@@ -219,36 +253,23 @@ impl Compiled {
         let simulated = self.predict(set, &all, Mode::Simulate { seed })?;
         let first = &all[..fhe_samples.min(set.len())];
         let fhe = self.predict(set, first, Mode::Fhe)?;
-        let acc = |p: &[Prediction], idx: &[usize]| {
-            let ok = p
-                .iter()
-                .zip(idx)
-                .filter(|(p, &i)| p.class == set.labels[i] as usize)
-                .count();
-            ok as f64 / p.len().max(1) as f64
-        };
-        let agree = fhe
-            .iter()
-            .zip(&exact)
-            .filter(|(f, e)| f.class == e.class)
-            .count() as f64
-            / fhe.len().max(1) as f64;
-        let mut seconds: Vec<f64> = fhe.iter().map(|p| p.seconds).collect();
-        seconds.sort_by(f64::total_cmp);
-        Ok(Evaluation {
-            quantized_accuracy: acc(&exact, &all),
-            simulated_accuracy: acc(&simulated, &all),
-            fhe_samples: fhe.len(),
-            fhe_accuracy: acc(&fhe, first),
-            fhe_agreement: agree,
-            fhe_median_seconds: seconds.get(seconds.len() / 2).copied(),
-        })
+        let labels: Vec<f64> = set.labels.iter().map(|&l| l as f64).collect();
+        Ok(Evaluation::of(
+            Metric::Accuracy,
+            &labels,
+            &exact,
+            &simulated,
+            &fhe,
+        ))
     }
 }
 
-/// The accuracy table of [`Compiled::evaluate`] (accuracies in [0, 1]).
+/// The metric table of [`Compiled::evaluate`] and [`Compiled::evaluate_table`]: the
+/// `*_accuracy` fields hold the [`Metric`] named in `metric` (accuracy for images).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Evaluation {
+    /// What the scores measure.
+    pub metric: Metric,
     /// The exact circuit's accuracy on the whole set.
     pub quantized_accuracy: f64,
     /// The noise model's accuracy on the whole set.
@@ -261,6 +282,40 @@ pub struct Evaluation {
     pub fhe_agreement: f64,
     /// Median FHE latency per image, seconds (`None` without FHE samples).
     pub fhe_median_seconds: Option<f64>,
+}
+
+impl Evaluation {
+    /// Scores of exact predictions (every sample), simulated ones (every sample) and FHE ones
+    /// (the first `fhe.len()` samples) against `targets`.
+    pub fn of(
+        metric: Metric,
+        targets: &[f64],
+        exact: &[Prediction],
+        simulated: &[Prediction],
+        fhe: &[Prediction],
+    ) -> Self {
+        let score = |p: &[Prediction]| {
+            let v: Vec<f64> = p.iter().map(|p| p.value).collect();
+            metric.score(&v, &targets[..v.len().min(targets.len())])
+        };
+        let agree = fhe
+            .iter()
+            .zip(exact)
+            .filter(|(f, e)| f.value == e.value)
+            .count() as f64
+            / fhe.len().max(1) as f64;
+        let mut seconds: Vec<f64> = fhe.iter().map(|p| p.seconds).collect();
+        seconds.sort_by(f64::total_cmp);
+        Self {
+            metric,
+            quantized_accuracy: score(exact),
+            simulated_accuracy: score(simulated),
+            fhe_samples: fhe.len(),
+            fhe_accuracy: score(fhe),
+            fhe_agreement: agree,
+            fhe_median_seconds: seconds.get(seconds.len() / 2).copied(),
+        }
+    }
 }
 
 fn check_images(circuit: &Circuit, set: &ImageSet) -> Result<()> {

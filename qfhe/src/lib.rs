@@ -45,14 +45,19 @@
 mod compiled;
 mod error;
 mod fit;
+pub mod linear;
+pub mod tabular;
 
 pub use compiled::{Compiled, Evaluation, Mode, Prediction, DEFAULT_P_ERROR_LOG2};
 pub use error::{Error, Result};
 pub use fit::{fit, fit_with, FitConfig, Model, ModelInfo};
-pub use qfhe_circuit::Circuit;
+pub use linear::{fit_linear, LinearConfig, LinearModel};
+pub use qfhe_circuit::{Circuit, Metric};
 pub use qfhe_core::{Activation, LayerSpec, ModelSpec, QuantSpec};
-pub use qfhe_datasets::{Dataset, ImageSet};
+pub use qfhe_datasets::{Dataset, ImageSet, Table};
+pub use qfhe_export::LinearQuant;
 pub use qfhe_train::{DeviceChoice, TrainConfig, TrainEvent, TrainReport};
+pub use qfhe_train::{LinearKind, LinearTrainConfig};
 
 /// Datasets: MNIST (fetched and checksummed), IDX folders, a synthetic set.
 pub use qfhe_datasets as datasets;
