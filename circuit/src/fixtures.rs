@@ -237,7 +237,8 @@ pub fn linear() -> Circuit {
         readout: Default::default(),
     };
     let rows: Vec<_> = (0..3).map(|j| c.output_row_stats(j)).collect();
-    c.input.delta = crate::lut::output_delta(&rows, &c.encoding);
+    c.input.delta =
+        crate::lut::output_delta_for(&rows, c.encoding.noise.fresh_sigma_slots, &c.encoding);
     c.validate().expect("the linear fixture is valid");
     c
 }

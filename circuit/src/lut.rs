@@ -45,9 +45,17 @@ pub fn relu_table(
 /// shrinks the decrypted noise by up to 2× (measured on the default CNN: simulated accuracy
 /// 98.47% → 98.70%, mean of three noise seeds).
 pub fn output_delta(rows: &[RowStats], cfg: &EncodingConfig) -> u64 {
+    output_delta_for(rows, cfg.noise.pbs_sigma_slots, cfg)
+}
+
+/// [`output_delta`] for an output layer whose inputs carry noise std `input_sigma_slots` each
+/// (e.g. `cfg.noise.fresh_sigma_slots` when it reads the client's encryptions directly), the
+/// output wire's own noise (`cfg.noise.output_wire_sigma_slots`) included in the margin.
+pub fn output_delta_for(rows: &[RowStats], input_sigma_slots: f64, cfg: &EncodingConfig) -> u64 {
     let max_range = rows.iter().map(RowStats::range).max().unwrap_or(0) as f64;
     let max_l2 = rows.iter().map(|r| r.l2).fold(0.0, f64::max);
-    let sigma_torus = max_l2 * cfg.noise.pbs_sigma_slots * cfg.torus_per_slot();
+    let sigma_slots = (max_l2 * input_sigma_slots).hypot(cfg.noise.output_wire_sigma_slots);
+    let sigma_torus = sigma_slots * cfg.torus_per_slot();
     let delta = (2f64.powi(64) - 32.0 * sigma_torus) / (max_range + 1.0);
     // f64 keeps 53 bits: step down one part in 2^40 so rounding cannot overshoot the bound.
     (delta * (1.0 - 2f64.powi(-40))).max(256.0) as u64

@@ -36,12 +36,25 @@ pub fn argmax(v: &[f32]) -> usize {
 }
 
 impl Circuit {
-    /// Input codes of an 8-bit image (`features` pixels, see [`input_code`]).
+    /// Input codes of an 8-bit image (`features` pixels): [`input_code`], or for a circuit
+    /// with a feature quantizer ([`crate::Input::quantizer`], e.g. a linear model fitted on
+    /// images as tables) each pixel's value `p / 255` through it.
     pub fn input_codes(&self, pixels: &[u8]) -> Vec<i32> {
-        pixels
-            .iter()
-            .map(|&p| input_code(p, self.input.bits))
-            .collect()
+        match &self.input.quantizer {
+            None => pixels
+                .iter()
+                .map(|&p| input_code(p, self.input.bits))
+                .collect(),
+            Some(q) => {
+                let qmax = (1i32 << self.input.bits) - 1;
+                pixels
+                    .iter()
+                    .take(q.features())
+                    .enumerate()
+                    .map(|(i, &p)| q.code(i, p as f32 / 255.0, qmax))
+                    .collect()
+            }
+        }
     }
 
     /// Check that `input` is one sample of this circuit: `features` codes in

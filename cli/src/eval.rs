@@ -368,7 +368,7 @@ pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_command(args: &RunArgs) -> anyhow::Result<()> {
-    if crate::data::is_tabular(&args.data) {
+    if crate::data::is_tabular(&args.data) || crate::tabular::is_tabular_model(&args.model.model) {
         return crate::tabular::run(args);
     }
     let start = Instant::now();

@@ -20,10 +20,21 @@ fn kind(model: &str) -> anyhow::Result<LinearKind> {
     })
 }
 
-/// The table of `--dataset` / `--data-csv`, with its name; a CSV's task follows the model.
-fn load(args: &RunArgs, task: Task) -> anyhow::Result<(Table, String)> {
+/// The training and test tables of `--dataset` / `--data-csv` / `--data-dir`, with their
+/// name: a table is split, an image set keeps its own split (pixels become features in
+/// `[0, 1]`); a CSV's task follows the model.
+fn load(args: &RunArgs, task: Task) -> anyhow::Result<(Table, Table, String)> {
     let data = &args.data;
-    match &data.data_csv {
+    if !crate::data::is_tabular(data) {
+        let images = crate::data::load(data)?;
+        let classes = images.num_classes;
+        return Ok((
+            Table::from_images(&images.train, classes),
+            Table::from_images(&images.test, classes),
+            images.name,
+        ));
+    }
+    let (table, name) = match &data.data_csv {
         Some(path) => {
             let mut opts = CsvOptions::new(task);
             if let Some(t) = &data.target {
@@ -33,10 +44,19 @@ fn load(args: &RunArgs, task: Task) -> anyhow::Result<(Table, String)> {
             let name = path
                 .file_name()
                 .map_or("table".into(), |s| s.to_string_lossy().into_owned());
-            Ok((table, name))
+            (table, name)
         }
-        None => Ok((bundled::load(&data.dataset)?, data.dataset.clone())),
-    }
+        None => (bundled::load(&data.dataset)?, data.dataset.clone()),
+    };
+    let (train, test) = table
+        .split(data.test_fraction, args.model.seed)
+        .with_context(|| format!("splitting {name} into training and test rows"))?;
+    Ok((train, test, name))
+}
+
+/// Whether `--model` names a model for tables.
+pub fn is_tabular_model(model: &str) -> bool {
+    kind(model).is_ok()
 }
 
 /// `qfhe run` for tables.
@@ -48,10 +68,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     } else {
         Task::Regression
     };
-    if let Some(expected) = (args.data.data_csv.is_none())
-        .then(|| bundled::task(&args.data.dataset))
-        .flatten()
-    {
+    let named = args.data.data_csv.is_none() && args.data.data_dir.is_none();
+    let expected = match named {
+        true if args.data.dataset == "mnist" => Some(Task::Classification),
+        true => bundled::task(&args.data.dataset),
+        false => None,
+    };
+    if let Some(expected) = expected {
         if expected != task {
             bail!(
                 "{} is a {} dataset but {} is a {} model; pick a model for that task",
@@ -79,10 +102,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             }
         );
     }
-    let (table, name) = load(args, task)?;
-    let (train, test) = table
-        .split(args.data.test_fraction, args.model.seed)
-        .with_context(|| format!("splitting {name} into training and test rows"))?;
+    let (train, test, name) = load(args, task)?;
     let mut cfg = LinearConfig::new(kind);
     cfg.quant.in_bits = args.model.in_bits.unwrap_or(cfg.quant.in_bits);
     cfg.quant.w_bits = args.model.w_bits.unwrap_or(cfg.quant.w_bits);
@@ -93,7 +113,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         kind.name(),
         train.rows(),
         test.rows(),
-        table.width()
+        train.width()
     );
     let t = Instant::now();
     let model = fit_linear(&train, &name, &cfg)?;

@@ -363,6 +363,20 @@ impl Table {
         }
     }
 
+    /// An image set as a table: one feature per pixel, `p / 255 ∈ [0, 1]` (named `pixel k`),
+    /// the digit labels as classes `0..classes` (named by their numbers).
+    pub fn from_images(set: &crate::ImageSet, classes: usize) -> Table {
+        Table {
+            feature_names: (0..set.pixels()).map(|k| format!("pixel {k}")).collect(),
+            target_name: "label".into(),
+            features: set.images.iter().map(|&p| p as f64 / 255.0).collect(),
+            target: Target::Classes {
+                labels: set.labels.iter().map(|&l| l as u32).collect(),
+                names: (0..classes).map(|c| c.to_string()).collect(),
+            },
+        }
+    }
+
     /// The rows at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Table {
         let d = self.width();

@@ -11,7 +11,7 @@
 //! one quantizer per feature instead of one per tensor.
 
 use crate::ExportError;
-use qfhe_circuit::lut::output_delta;
+use qfhe_circuit::lut::output_delta_for;
 use qfhe_circuit::{Circuit, FeatureQuantizer, Gemm, Input, Meta, OutputLayer, Readout, Source};
 use qfhe_core::scheme::signed_qmax;
 use qfhe_core::EncodingConfig;
@@ -131,7 +131,7 @@ pub fn lower_linear(
         meta,
     };
     let rows: Vec<_> = (0..k).map(|j| c.output_row_stats(j)).collect();
-    c.input.delta = output_delta(&rows, &c.encoding);
+    c.input.delta = output_delta_for(&rows, c.encoding.noise.fresh_sigma_slots, &c.encoding);
     Ok(Circuit::new(
         c.encoding, c.input, c.stages, c.output, c.meta,
     )?)

@@ -18,7 +18,7 @@ pub mod sequential;
 pub mod trainer;
 
 pub use device::{select_device, DeviceChoice};
-pub use linear::{train_linear, FloatLinear, LinearKind, LinearTarget, LinearTrainConfig};
+pub use linear::{train_linear, FloatLinear, LinearKind, LinearTarget, LinearTrainConfig, Scaling};
 pub use progress::{Phase, TrainEvent};
 pub use qat::{PhaseNoise, QatModel};
 pub use sequential::QSequential;
