@@ -14,7 +14,7 @@ impl FeatureQuantizer {
     /// [`CircuitError::Input`] when `rows` is empty or not a whole number of rows, a value is
     /// not finite, or `bits` is outside `[1, 16]`.
     pub fn calibrate(rows: &[f32], features: usize, bits: u32) -> Result<Self, CircuitError> {
-        if features == 0 || rows.is_empty() || rows.len() % features != 0 {
+        if features == 0 || rows.is_empty() || !rows.len().is_multiple_of(features) {
             return Err(CircuitError::Input(format!(
                 "{} values are not a non-empty set of rows of {features} features",
                 rows.len()

@@ -213,7 +213,7 @@ pub fn train_linear(
     device: &Device,
 ) -> Result<FloatLinear, TrainError> {
     let data = |m: String| Err(TrainError::Data(m));
-    if features == 0 || x.is_empty() || x.len() % features != 0 {
+    if features == 0 || x.is_empty() || !x.len().is_multiple_of(features) {
         return data(format!(
             "{} feature values are not a non-empty set of rows of {features}",
             x.len()
