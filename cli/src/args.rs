@@ -189,7 +189,9 @@ pub struct DataArgs {
 /// Model and training options.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// The model: for tables `linreg`, `logreg` or `svm` (linear models, no PBS); for images a
+    /// The model: for tables `linreg`, `logreg` or `svm` (linear models, no PBS), `tree`,
+    /// `forest` or `boosting` (tree ensembles; `--in-bits` per feature, default 6, and
+    /// `--w-bits` for leaf values, default 8); for images a
     /// preset (`mlp`: 784-128-10; `cnn`: conv 1→24 7×7 stride 4, batch norm, dense
     /// 256; `lenet`: conv 1→12 5×5 stride 2, conv 12→24 3×3 stride 2, dense 128) or a model file
     /// (`.toml` or `.json`, format in README.md and docs/DESIGN.md).
@@ -334,6 +336,12 @@ pub struct RunArgs {
     /// accuracy, or r2 for a regression. Images are scored by accuracy.
     #[arg(long, value_parser = ["accuracy", "f1", "r2"])]
     pub metric: Option<String>,
+    /// Trees of a forest, or rounds of boosting (defaults 20 and 20).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000).map(|v| v as usize))]
+    pub trees: Option<usize>,
+    /// Deepest split level of each tree (defaults: tree 5, forest 4, boosting 3).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=15).map(|v| v as usize))]
+    pub max_depth: Option<usize>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]

@@ -1,21 +1,41 @@
-//! `qfhe run` on a table: fit a linear model, quantize it into a PBS-free circuit, and report
-//! fp32 / quantized / simulated / FHE scores like the image models.
+//! `qfhe run` on a table: fit a linear model (quantized into a PBS-free circuit) or a tree
+//! ensemble (comparison and leaf PBS), and report fp32 / quantized / simulated / FHE scores like
+//! the image models.
 
 use crate::args::RunArgs;
 use crate::eval::{evaluate, finish, EvalSet};
 use anyhow::{bail, Context};
 use qfhe::datasets::{bundled, CsvOptions, Table, TargetColumn, Task};
-use qfhe::{fit_linear, LinearConfig, LinearKind, Metric};
+use qfhe::{fit_linear, fit_trees, LinearConfig, LinearKind, Metric, TreeKind, TreesConfig};
 use std::time::Instant;
 
-/// The linear model `--model` names.
-fn kind(model: &str) -> anyhow::Result<LinearKind> {
+/// A model for tables.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Linear(LinearKind),
+    Trees(TreeKind),
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Linear(k) => k.name(),
+            Self::Trees(k) => k.name(),
+        }
+    }
+}
+
+/// The model `--model` names.
+fn kind(model: &str) -> anyhow::Result<Kind> {
     Ok(match model {
-        "linreg" => LinearKind::LinearRegression,
-        "logreg" => LinearKind::LogisticRegression,
-        "svm" => LinearKind::Svm,
+        "linreg" => Kind::Linear(LinearKind::LinearRegression),
+        "logreg" => Kind::Linear(LinearKind::LogisticRegression),
+        "svm" => Kind::Linear(LinearKind::Svm),
+        "tree" => Kind::Trees(TreeKind::Tree),
+        "forest" => Kind::Trees(TreeKind::Forest),
+        "boosting" => Kind::Trees(TreeKind::Boosting),
         other => bail!(
-            "--model {other} does not take tables yet; for tabular data use linreg, logreg or svm"
+            "--model {other} does not take tables yet; for tabular data use linreg, logreg, svm, tree, forest or boosting"
         ),
     })
 }
@@ -63,18 +83,23 @@ pub fn is_tabular_model(model: &str) -> bool {
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let kind = kind(&args.model.model)?;
-    let task = if kind.is_classifier() {
-        Task::Classification
-    } else {
-        Task::Regression
-    };
     let named = args.data.data_csv.is_none() && args.data.data_dir.is_none();
-    let expected = match named {
+    let dataset_task = match named {
         true if args.data.dataset == "mnist" => Some(Task::Classification),
         true => bundled::task(&args.data.dataset),
+        false if args.data.data_dir.is_some() => Some(Task::Classification),
         false => None,
     };
-    if let Some(expected) = expected {
+    let task = match kind {
+        Kind::Linear(LinearKind::LinearRegression) => Task::Regression,
+        Kind::Linear(_) => Task::Classification,
+        Kind::Trees(_) => dataset_task.unwrap_or(if args.metric.as_deref() == Some("r2") {
+            Task::Regression
+        } else {
+            Task::Classification
+        }),
+    };
+    if let Some(expected) = dataset_task {
         if expected != task {
             bail!(
                 "{} is a {} dataset but {} is a {} model; pick a model for that task",
@@ -103,11 +128,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     let (train, test, name) = load(args, task)?;
-    let mut cfg = LinearConfig::new(kind);
-    cfg.quant.in_bits = args.model.in_bits.unwrap_or(cfg.quant.in_bits);
-    cfg.quant.w_bits = args.model.w_bits.unwrap_or(cfg.quant.w_bits);
-    cfg.train.seed = args.model.seed;
-    cfg.poly_size = args.model.poly_size;
     eprintln!(
         "fitting {} on {name}: {} training rows, {} test rows, {} features",
         kind.name(),
@@ -116,19 +136,40 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         train.width()
     );
     let t = Instant::now();
-    let model = fit_linear(&train, &name, &cfg)?;
-    let train_s = t.elapsed().as_secs_f64();
     let targets = qfhe::tabular::targets(&test);
-    let fp32 = metric.score(&model.predict_float(&test)?, &targets);
-    let mut circuit = model.circuit().clone();
+    let (mut circuit, fp32, model_json) = match kind {
+        Kind::Linear(kind) => {
+            let mut cfg = LinearConfig::new(kind);
+            cfg.quant.in_bits = args.model.in_bits.unwrap_or(cfg.quant.in_bits);
+            cfg.quant.w_bits = args.model.w_bits.unwrap_or(cfg.quant.w_bits);
+            cfg.train.seed = args.model.seed;
+            cfg.poly_size = args.model.poly_size;
+            let model = fit_linear(&train, &name, &cfg)?;
+            let fp32 = metric.score(&model.predict_float(&test)?, &targets);
+            let json = serde_json::to_vec_pretty(model.float())?;
+            (model.circuit().clone(), fp32, json)
+        }
+        Kind::Trees(kind) => {
+            let mut cfg = TreesConfig::new(kind);
+            cfg.quant.in_bits = args.model.in_bits.unwrap_or(cfg.quant.in_bits);
+            cfg.quant.leaf_bits = args.model.w_bits.unwrap_or(cfg.quant.leaf_bits);
+            cfg.trees.trees = args.trees.unwrap_or(cfg.trees.trees);
+            cfg.trees.max_depth = args.max_depth.unwrap_or(cfg.trees.max_depth);
+            cfg.trees.seed = args.model.seed;
+            cfg.poly_size = args.model.poly_size;
+            let model = fit_trees(&train, &name, &cfg)?;
+            let float = model.predict_float(&test)?.unwrap_or_default();
+            let fp32 = metric.score(&float, &targets);
+            let json = serde_json::to_vec_pretty(model.codes())?;
+            (model.circuit().clone(), fp32, json)
+        }
+    };
+    let train_s = t.elapsed().as_secs_f64();
     circuit.meta.fp32_accuracy = Some(fp32);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     circuit.save(&args.out.join("circuit.json"))?;
-    std::fs::write(
-        args.out.join("model.json"),
-        serde_json::to_vec_pretty(model.float())?,
-    )?;
+    std::fs::write(args.out.join("model.json"), model_json)?;
     eprintln!(
         "trained in {train_s:.1} s (fp32 {} {fp32:.4}); circuit exported ({} inputs of {} bits, {} PBS per sample)",
         metric.name(),

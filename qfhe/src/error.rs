@@ -35,6 +35,9 @@ pub enum Error {
     /// Training failed.
     #[error(transparent)]
     Train(#[from] qfhe_train::TrainError),
+    /// A tree ensemble could not be trained, read or lowered.
+    #[error(transparent)]
+    Trees(#[from] qfhe_trees::TreeError),
     /// Lowering failed.
     #[error(transparent)]
     Export(#[from] qfhe_export::ExportError),

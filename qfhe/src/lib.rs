@@ -47,6 +47,7 @@ mod error;
 mod fit;
 pub mod linear;
 pub mod tabular;
+pub mod trees;
 
 pub use compiled::{Compiled, Evaluation, Mode, Prediction, DEFAULT_P_ERROR_LOG2};
 pub use error::{Error, Result};
@@ -58,6 +59,8 @@ pub use qfhe_datasets::{Dataset, ImageSet, Table};
 pub use qfhe_export::LinearQuant;
 pub use qfhe_train::{DeviceChoice, TrainConfig, TrainEvent, TrainReport};
 pub use qfhe_train::{LinearKind, LinearTrainConfig};
+pub use qfhe_trees::{TreeConfig, TreeKind, TreeQuant};
+pub use trees::{fit_trees, import_trees, TreeModel, TreesConfig};
 
 /// Datasets: MNIST (fetched and checksummed), IDX folders, a synthetic set.
 pub use qfhe_datasets as datasets;

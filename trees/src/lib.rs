@@ -2,12 +2,21 @@
 //!
 //! * [`ensemble`]: trees on feature codes and on real-valued features, ensembles summing leaf
 //!   values;
+//! * [`train`]: CART trees, random forests and gradient boosting fitted on codes or values;
+//! * [`lower`]: an ensemble on codes → a circuit (comparison PBS, path GEMM, leaf PBS, leaf
+//!   values decrypted by the client);
 //! * [`error`]: the crate's error type.
 
 pub mod ensemble;
 pub mod error;
+pub mod lower;
+pub mod train;
+pub mod xgboost;
 
 pub use ensemble::{
     CodeEnsemble, CodeNode, CodeTree, Ensemble, FloatEnsemble, FloatNode, FloatTree,
 };
 pub use error::TreeError;
+pub use lower::{lower_ensemble, quantize_leaves, TreeQuant};
+pub use train::{fit, TreeConfig, TreeKind, TreeTarget};
+pub use xgboost::{from_xgboost_json, load_xgboost};

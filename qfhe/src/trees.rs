@@ -1,0 +1,217 @@
+//! Tree ensembles on tabular data — decision trees, random forests, gradient-boosted trees —
+//! with the fit → compile → predict flow: each feature is quantized to `in_bits` bits
+//! (min–max on the training rows), the ensemble is trained on the codes and lowered to a
+//! circuit of comparison and leaf PBS ([`qfhe_trees::lower`]). The fp32 reference is the same
+//! trainer on the raw values.
+
+use crate::compiled::{Compiled, DEFAULT_P_ERROR_LOG2};
+use crate::tabular::{float_rows, labels};
+use crate::{Error, Result};
+use qfhe_circuit::{Circuit, FeatureQuantizer, Meta};
+use qfhe_core::EncodingConfig;
+use qfhe_datasets::{Table, Target};
+use qfhe_fhe_runtime::FheParams;
+use qfhe_trees::{
+    fit, lower_ensemble, quantize_leaves, CodeEnsemble, FloatEnsemble, TreeConfig, TreeKind,
+    TreeQuant, TreeTarget,
+};
+
+/// How to fit a tree ensemble. [`TreesConfig::new`] gives the defaults `qfhe` uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TreesConfig {
+    /// The ensemble and its hyper-parameters.
+    pub trees: TreeConfig,
+    /// Input bits per feature (6) and leaf value bits (8).
+    pub quant: TreeQuant,
+    /// Polynomial size of the parameter set (2048 or 8192).
+    pub poly_size: u32,
+}
+
+impl TreesConfig {
+    /// The defaults for `kind`.
+    pub fn new(kind: TreeKind) -> Self {
+        Self {
+            trees: TreeConfig::new(kind),
+            quant: TreeQuant::default(),
+            poly_size: 2048,
+        }
+    }
+}
+
+/// A fitted ensemble: the fp32 reference, the ensemble on codes and its circuit.
+#[derive(Debug, Clone)]
+pub struct TreeModel {
+    float: Option<FloatEnsemble>,
+    codes: CodeEnsemble,
+    circuit: Circuit,
+}
+
+fn encoding(poly_size: u32) -> Result<EncodingConfig> {
+    let params = FheParams::by_poly_size(poly_size).ok_or(Error::PolySize(poly_size))?;
+    Ok(EncodingConfig {
+        poly_size: params.poly_size(),
+        noise: params.noise_spec(),
+        ..EncodingConfig::default()
+    })
+}
+
+/// Fit `cfg.trees.kind` on `train`: once on the raw values (the fp32 reference) and once on
+/// the feature codes (the model the circuit computes), then lower the latter. `dataset` names
+/// the data in the circuit's provenance.
+///
+/// # Errors
+/// [`Error::Trees`] for data the trainer cannot use or a configuration out of range;
+/// [`Error::Circuit`] for a quantizer that cannot be calibrated; [`Error::PolySize`].
+pub fn fit_trees(train: &Table, dataset: &str, cfg: &TreesConfig) -> Result<TreeModel> {
+    let x = float_rows(train);
+    let d = train.width();
+    let values: Vec<f32>;
+    let class_labels: Vec<u32>;
+    let target = match &train.target {
+        Target::Values(v) => {
+            values = v.iter().map(|&y| y as f32).collect();
+            TreeTarget::Values(&values)
+        }
+        Target::Classes { .. } => {
+            class_labels = labels(train);
+            TreeTarget::Classes {
+                labels: &class_labels,
+                classes: train.classes(),
+            }
+        }
+    };
+    let float = fit(&x, d, target, &cfg.trees)?;
+    let quantizer = FeatureQuantizer::calibrate(&x, d, cfg.quant.in_bits)?;
+    let qmax = (1i32 << cfg.quant.in_bits) - 1;
+    let codes: Vec<f32> = x
+        .chunks_exact(d)
+        .flat_map(|row| {
+            row.iter()
+                .enumerate()
+                .map(|(i, &v)| quantizer.code(i, v, qmax) as f32)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let on_codes = fit(&codes, d, target, &cfg.trees)?;
+    // Thresholds `code < v + 0.5` become `code ≤ v` on the identity quantizer.
+    let identity = FeatureQuantizer {
+        low: vec![0.0; d],
+        step: vec![1.0; d],
+    };
+    let code_ensemble = on_codes.quantize(&identity, cfg.quant.in_bits)?;
+    from_parts(Some(float), code_ensemble, quantizer, dataset, cfg)
+}
+
+/// Import a model trained elsewhere (e.g. by XGBoost, [`qfhe_trees::load_xgboost`]): its
+/// thresholds move onto the codes of a quantizer calibrated on `train` ([`FloatEnsemble::quantize`]),
+/// so the circuit takes the path the model takes on each row's dequantized values.
+///
+/// # Errors
+/// [`Error::Trees`] when the model and the table disagree on the features; as [`fit_trees`].
+pub fn import_trees(
+    model: FloatEnsemble,
+    train: &Table,
+    dataset: &str,
+    cfg: &TreesConfig,
+) -> Result<TreeModel> {
+    if model.features != train.width() {
+        return Err(Error::Mismatch {
+            what: "features per row",
+            expected: model.features,
+            found: train.width(),
+        });
+    }
+    let x = float_rows(train);
+    let quantizer = FeatureQuantizer::calibrate(&x, train.width(), cfg.quant.in_bits)?;
+    let codes = model.quantize(&quantizer, cfg.quant.in_bits)?;
+    from_parts(Some(model), codes, quantizer, dataset, cfg)
+}
+
+fn from_parts(
+    float: Option<FloatEnsemble>,
+    codes: CodeEnsemble,
+    quantizer: FeatureQuantizer,
+    dataset: &str,
+    cfg: &TreesConfig,
+) -> Result<TreeModel> {
+    let meta = Meta {
+        dataset: dataset.into(),
+        arch: format!(
+            "{} ({} trees, {} splits)",
+            cfg.trees.kind.name(),
+            codes.trees.len(),
+            codes
+                .trees
+                .iter()
+                .flat_map(|t| &t.nodes)
+                .filter(|n| matches!(n, qfhe_trees::CodeNode::Split { .. }))
+                .count()
+        ),
+        w_bits: cfg.quant.leaf_bits,
+        a_bits: cfg.quant.in_bits,
+        fp32_accuracy: None,
+    };
+    let circuit = lower_ensemble(&codes, quantizer, cfg.quant, encoding(cfg.poly_size)?, meta)?;
+    Ok(TreeModel {
+        float,
+        codes,
+        circuit,
+    })
+}
+
+impl TreeModel {
+    /// The fp32 reference (trained on, or imported for, the raw values).
+    pub fn float(&self) -> Option<&FloatEnsemble> {
+        self.float.as_ref()
+    }
+
+    /// The ensemble on feature codes, leaf values as trained.
+    pub fn codes(&self) -> &CodeEnsemble {
+        &self.codes
+    }
+
+    /// The ensemble the circuit computes: [`TreeModel::codes`] with its leaf values on the
+    /// circuit's grid.
+    pub fn quantized(&self) -> CodeEnsemble {
+        quantize_leaves(&self.codes, self.circuit.meta.w_bits).0
+    }
+
+    /// The circuit.
+    pub fn circuit(&self) -> &Circuit {
+        &self.circuit
+    }
+
+    /// The fp32 reference's predictions on every row of `table` (class indices or values);
+    /// `None` without one.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] when the table has another number of features.
+    pub fn predict_float(&self, table: &Table) -> Result<Option<Vec<f64>>> {
+        let Some(f) = &self.float else {
+            return Ok(None);
+        };
+        if table.width() != f.features {
+            return Err(Error::Mismatch {
+                what: "features per row",
+                expected: f.features,
+                found: table.width(),
+            });
+        }
+        let rows = float_rows(table);
+        Ok(Some(
+            rows.chunks_exact(f.features)
+                .map(|r| f.predict(r))
+                .collect(),
+        ))
+    }
+
+    /// Check the circuit against its parameter set; `calibration` (e.g. the training table)
+    /// feeds the predicted flip rates.
+    ///
+    /// # Errors
+    /// As [`Compiled::from_codes`].
+    pub fn compile(&self, calibration: &Table) -> Result<Compiled> {
+        let codes = crate::tabular::codes(&self.circuit, calibration)?;
+        Compiled::from_codes(self.circuit.clone(), &codes, DEFAULT_P_ERROR_LOG2)
+    }
+}
