@@ -1,0 +1,94 @@
+//! Tree ensembles end to end: the circuit's exact simulator computes what the quantized
+//! ensemble predicts on every test row, and real encryption reproduces the simulator on a few.
+
+use qfhe::datasets::bundled;
+use qfhe::{fit_trees, import_trees, Metric, Mode, Table, TreeKind, TreesConfig};
+
+fn small(kind: TreeKind) -> TreesConfig {
+    let mut cfg = TreesConfig::new(kind);
+    if kind != TreeKind::Tree {
+        cfg.trees.trees = 3;
+        cfg.trees.max_depth = 2;
+    } else {
+        cfg.trees.max_depth = 3;
+    }
+    cfg
+}
+
+/// Exact circuit ≡ the quantized ensemble on every row; FHE ≡ exact on `fhe_rows` (at most
+/// one off-by-one comparison flip allowed, which the noise model predicts at < 0.1% per
+/// comparison next to its threshold).
+fn check(model: &qfhe::TreeModel, test: &Table, metric: Metric, fhe_rows: usize) {
+    let c = model.circuit();
+    let quantized = model.quantized();
+    let codes = qfhe::tabular::codes(c, test).unwrap();
+    for (r, x) in codes.iter().enumerate() {
+        let exact = c.run_exact(x).unwrap();
+        let value = c.output.predicted_value(&exact.logits);
+        let want = quantized.predict(x);
+        let tol = 1e-4 * (1.0 + want.abs());
+        assert!(
+            (value - want).abs() <= tol,
+            "row {r}: circuit {value}, ensemble {want}"
+        );
+    }
+    let compiled = model.compile(test).unwrap();
+    let eval = compiled.evaluate_table(test, metric, fhe_rows, 5).unwrap();
+    assert!(
+        eval.fhe_agreement >= (fhe_rows as f64 - 1.0) / fhe_rows as f64,
+        "{eval:?}"
+    );
+    let idx: Vec<usize> = (0..fhe_rows).collect();
+    let exact = compiled.predict_table(test, &idx, Mode::Exact).unwrap();
+    assert_eq!(exact.len(), fhe_rows);
+}
+
+#[test]
+fn decision_tree_classifier_and_regressor() {
+    let (train, test) = bundled::load("iris").unwrap().split(0.2, 1).unwrap();
+    let model = fit_trees(&train, "iris", &small(TreeKind::Tree)).unwrap();
+    assert!(model.circuit().pbs_count() > 0);
+    check(&model, &test, Metric::Accuracy, 4);
+    let (train, test) = bundled::load("diabetes").unwrap().split(0.2, 1).unwrap();
+    let model = fit_trees(&train, "diabetes", &small(TreeKind::Tree)).unwrap();
+    check(&model, &test, Metric::R2, 3);
+}
+
+#[test]
+fn forest_and_boosting() {
+    let (train, test) = bundled::load("breast-cancer")
+        .unwrap()
+        .split(0.2, 1)
+        .unwrap();
+    for kind in [TreeKind::Forest, TreeKind::Boosting] {
+        let model = fit_trees(&train, "breast-cancer", &small(kind)).unwrap();
+        check(&model, &test, Metric::F1, 3);
+    }
+    let (train, test) = bundled::load("wine").unwrap().split(0.2, 1).unwrap();
+    let model = fit_trees(&train, "wine", &small(TreeKind::Boosting)).unwrap();
+    check(&model, &test, Metric::Accuracy, 3);
+}
+
+#[test]
+fn an_xgboost_model_compiles_and_keeps_its_predictions() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../trees/tests/fixtures/xgb_breast_cancer.json");
+    let float = qfhe_trees::load_xgboost(&path).unwrap();
+    let table = bundled::load("breast-cancer").unwrap();
+    let (train, test) = table.split(0.2, 1).unwrap();
+    let mut cfg = TreesConfig::new(TreeKind::Boosting);
+    cfg.quant.in_bits = 8;
+    let model = import_trees(float.clone(), &train, "breast-cancer", &cfg).unwrap();
+    // On each row's dequantized values the imported model takes the circuit's paths, so
+    // before leaf rounding the code ensemble predicts what xgboost's model predicts there.
+    let c = model.circuit();
+    let q = c.input.quantizer.as_ref().unwrap();
+    let codes = qfhe::tabular::codes(c, &test).unwrap();
+    for x in &codes {
+        let dequantized: Vec<f32> = x.iter().enumerate().map(|(i, &k)| q.value(i, k)).collect();
+        let a = float.outputs(&dequantized);
+        let b = model.codes().outputs(x);
+        assert!((a[0] - b[0]).abs() < 1e-4, "{a:?} vs {b:?}");
+    }
+    check(&model, &test, Metric::Accuracy, 2);
+}
