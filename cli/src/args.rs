@@ -221,10 +221,11 @@ pub struct ModelArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub in_bits: Option<u32>,
     /// Epochs of fp32 training (the fp32 column; as many as QAT gets in total, for a fair
-    /// comparison).
-    #[arg(long, default_value_t = 18)]
-    pub fp32_epochs: usize,
-    /// Epochs of QAT fine-tuning (default: 12 for models without convolutions, 16 with).
+    /// comparison; default 18, on a table as many as make 2000 steps).
+    #[arg(long)]
+    pub fp32_epochs: Option<usize>,
+    /// Epochs of QAT fine-tuning (default: 12 for models without convolutions, 16 with; on a
+    /// table as many as make 1000 steps).
     #[arg(long)]
     pub qat_epochs: Option<usize>,
     /// Initial Adam learning rate of the fp32 phase (cosine decay to 5% of it).
@@ -342,6 +343,13 @@ pub struct RunArgs {
     /// Deepest split level of each tree (defaults: tree 5, forest 4, boosting 3).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=15).map(|v| v as usize))]
     pub max_depth: Option<usize>,
+    /// A gradient-boosted ensemble trained elsewhere: an XGBoost model saved as JSON
+    /// (`booster.save_model("model.json")`; objectives binary:logistic, multi:softprob,
+    /// multi:softmax, reg:squarederror). It is quantized onto the training rows' feature codes
+    /// instead of training a model here; the table must have the features it was trained on,
+    /// in the same order.
+    #[arg(long, value_name = "FILE")]
+    pub import_xgboost: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]

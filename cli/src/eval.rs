@@ -18,10 +18,6 @@ const TRACE_SAMPLES: usize = 10;
 /// Noise draws per traced sample for the noise model's prediction.
 const TRACE_DRAWS: u64 = 200;
 
-fn agreement(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
-}
-
 /// The test samples an evaluation runs: input codes, targets and how to score them.
 pub struct EvalSet {
     /// Dataset name for the report.
@@ -190,7 +186,7 @@ pub fn evaluate(
             }
         }
         let i = first + chunk.len() - 1;
-        let agree = agreement(&fhe_pred, &exact_pred[..fhe_pred.len()]);
+        let agree = qfhe::agreement(set.metric, &fhe_pred, &exact_pred);
         pb.set_message(format!(
             "agreement {:.3}, last {:.2} s",
             agree, latencies[i]
@@ -242,7 +238,7 @@ pub fn evaluate(
     let fhe_report = FheReport {
         samples: n,
         accuracy: metric.score(&fhe_pred, &targets[..n]),
-        agreement_with_quantized: agreement(&fhe_pred, &exact_pred[..n]),
+        agreement_with_quantized: qfhe::agreement(set.metric, &fhe_pred, &exact_pred),
         latency_s: Latency::of(&latencies),
         threads,
         keygen_s,
@@ -268,7 +264,7 @@ pub fn evaluate(
         fp32_accuracy: set.fp32,
         quantized_accuracy,
         simulated_accuracy,
-        simulated_agreement_with_quantized: agreement(&sim_pred, &exact_pred),
+        simulated_agreement_with_quantized: qfhe::agreement(set.metric, &sim_pred, &exact_pred),
         test_samples: targets.len(),
         fhe: fhe_report,
         layers: compiled.layers,
@@ -368,7 +364,10 @@ pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_command(args: &RunArgs) -> anyhow::Result<()> {
-    if crate::data::is_tabular(&args.data) || crate::tabular::is_tabular_model(&args.model.model) {
+    if crate::data::is_tabular(&args.data)
+        || crate::tabular::is_tabular_model(&args.model.model)
+        || args.import_xgboost.is_some()
+    {
         return crate::tabular::run(args);
     }
     let start = Instant::now();

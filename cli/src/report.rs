@@ -96,6 +96,23 @@ fn pct(v: f64) -> String {
     format!("{:.2}%", 100.0 * v)
 }
 
+/// A score as its metric is read: R² as a number, accuracy and F1 as percentages.
+fn score(metric: &str, v: f64) -> String {
+    match metric {
+        "r2" => format!("{v:.4}"),
+        _ => pct(v),
+    }
+}
+
+/// Seconds, in milliseconds below a tenth of a second (linear circuits take a few).
+fn seconds(v: f64) -> String {
+    if v < 0.1 {
+        format!("{:.1} ms", v * 1e3)
+    } else {
+        format!("{v:.2} s")
+    }
+}
+
 /// The per-layer table printed before FHE runs.
 pub fn layer_table(layers: &[LayerReport], seconds_per_pbs: Option<f64>) -> String {
     let mut s = String::new();
@@ -151,18 +168,19 @@ impl Report {
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         let _ = writeln!(
             s,
-            "| {} w{}/a{} | {} | {} | {} | {} | {} | {:.2} s ({:.2}–{:.2} s, {} threads) |",
+            "| {} w{}/a{} | {} | {} | {} | {} | {} | {} ({}–{}, {} threads) |",
             self.arch,
             self.w_bits,
             self.a_bits,
-            self.fp32_accuracy.map_or("–".into(), pct),
-            pct(self.quantized_accuracy),
-            pct(self.simulated_accuracy),
-            pct(self.fhe.accuracy),
+            self.fp32_accuracy
+                .map_or("–".into(), |v| score(&self.metric, v)),
+            score(&self.metric, self.quantized_accuracy),
+            score(&self.metric, self.simulated_accuracy),
+            score(&self.metric, self.fhe.accuracy),
             pct(self.fhe.agreement_with_quantized),
-            self.fhe.latency_s.median,
-            self.fhe.latency_s.min,
-            self.fhe.latency_s.max,
+            seconds(self.fhe.latency_s.median),
+            seconds(self.fhe.latency_s.min),
+            seconds(self.fhe.latency_s.max),
             self.fhe.threads
         );
         s

@@ -6,7 +6,10 @@ use crate::args::RunArgs;
 use crate::eval::{evaluate, finish, EvalSet};
 use anyhow::{bail, Context};
 use qfhe::datasets::{bundled, CsvOptions, Table, TargetColumn, Task};
-use qfhe::{fit_linear, fit_trees, LinearConfig, LinearKind, Metric, TreeKind, TreesConfig};
+use qfhe::{
+    fit_linear, fit_trees, import_trees, load_xgboost, LinearConfig, LinearKind, Metric, Readout,
+    TreeKind, TreesConfig,
+};
 use std::time::Instant;
 
 /// A model for tables.
@@ -14,6 +17,8 @@ use std::time::Instant;
 enum Kind {
     Linear(LinearKind),
     Trees(TreeKind),
+    /// A neural network (preset or model file) on the table's features.
+    Network,
 }
 
 impl Kind {
@@ -21,6 +26,7 @@ impl Kind {
         match self {
             Self::Linear(k) => k.name(),
             Self::Trees(k) => k.name(),
+            Self::Network => "network",
         }
     }
 }
@@ -34,6 +40,8 @@ fn kind(model: &str) -> anyhow::Result<Kind> {
         "tree" => Kind::Trees(TreeKind::Tree),
         "forest" => Kind::Trees(TreeKind::Forest),
         "boosting" => Kind::Trees(TreeKind::Boosting),
+        "mlp" => Kind::Network,
+        file if file.ends_with(".toml") || file.ends_with(".json") => Kind::Network,
         other => bail!(
             "--model {other} does not take tables yet; for tabular data use linreg, logreg, svm, tree, forest or boosting"
         ),
@@ -74,15 +82,36 @@ fn load(args: &RunArgs, task: Task) -> anyhow::Result<(Table, Table, String)> {
     Ok((train, test, name))
 }
 
-/// Whether `--model` names a model for tables.
+/// Whether `--model` names a model only tables take (a network takes both).
 pub fn is_tabular_model(model: &str) -> bool {
-    kind(model).is_ok()
+    matches!(kind(model), Ok(Kind::Linear(_) | Kind::Trees(_)))
 }
+
+/// Hidden widths of a network on a table when `--hidden` is not given: one PBS per neuron, and
+/// tables have few features.
+const TABLE_HIDDEN: usize = 32;
+/// Adam steps a network on a table gets in its fp32 phase when `--fp32-epochs` is not given
+/// (tables are small: epochs are counted to reach this many steps), and QAT half as many.
+const TABLE_FP32_STEPS: usize = 2000;
 
 /// `qfhe run` for tables.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let start = Instant::now();
-    let kind = kind(&args.model.model)?;
+    let imported = match &args.import_xgboost {
+        Some(path) => Some(load_xgboost(path)?),
+        None => None,
+    };
+    let model_name = match &imported {
+        Some(_) => "xgboost",
+        None => match kind(&args.model.model)? {
+            Kind::Network => args.model.model.as_str(),
+            k => k.name(),
+        },
+    };
+    let kind = match &imported {
+        Some(_) => Kind::Trees(TreeKind::Boosting),
+        None => kind(&args.model.model)?,
+    };
     let named = args.data.data_csv.is_none() && args.data.data_dir.is_none();
     let dataset_task = match named {
         true if args.data.dataset == "mnist" => Some(Task::Classification),
@@ -91,8 +120,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         false => None,
     };
     let task = match kind {
+        _ if imported.is_some() => match imported.as_ref().map(|e| e.readout) {
+            Some(Readout::Value) => Task::Regression,
+            _ => Task::Classification,
+        },
         Kind::Linear(LinearKind::LinearRegression) => Task::Regression,
-        Kind::Linear(_) => Task::Classification,
+        Kind::Linear(_) | Kind::Network => Task::Classification,
         Kind::Trees(_) => dataset_task.unwrap_or(if args.metric.as_deref() == Some("r2") {
             Task::Regression
         } else {
@@ -129,8 +162,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     let (train, test, name) = load(args, task)?;
     eprintln!(
-        "fitting {} on {name}: {} training rows, {} test rows, {} features",
-        kind.name(),
+        "fitting {model_name} on {name}: {} training rows, {} test rows, {} features",
         train.rows(),
         test.rows(),
         train.width()
@@ -157,11 +189,34 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             cfg.trees.max_depth = args.max_depth.unwrap_or(cfg.trees.max_depth);
             cfg.trees.seed = args.model.seed;
             cfg.poly_size = args.model.poly_size;
-            let model = fit_trees(&train, &name, &cfg)?;
+            let model = match imported {
+                Some(ensemble) => import_trees(ensemble, &train, &name, &cfg)?,
+                None => fit_trees(&train, &name, &cfg)?,
+            };
             let float = model.predict_float(&test)?.unwrap_or_default();
             let fp32 = metric.score(&float, &targets);
             let json = serde_json::to_vec_pretty(model.codes())?;
             (model.circuit().clone(), fp32, json)
+        }
+        Kind::Network => {
+            let (data, pixels) = qfhe::table_images(&train, &test, &name)?;
+            let mut model_args = args.model.clone();
+            model_args.hidden = model_args.hidden.or(Some(vec![TABLE_HIDDEN]));
+            let batch = model_args.batch_size.min(train.rows().div_ceil(8)).max(1);
+            model_args.batch_size = batch;
+            let steps_per_epoch = train.rows().div_ceil(batch);
+            model_args.fp32_epochs = model_args
+                .fp32_epochs
+                .or(Some(TABLE_FP32_STEPS.div_ceil(steps_per_epoch)));
+            model_args.qat_epochs = model_args
+                .qat_epochs
+                .or(Some((TABLE_FP32_STEPS / 2).div_ceil(steps_per_epoch)));
+            let model = crate::train_cmd::fit(&data, &model_args)?;
+            model.save(&args.out)?;
+            let mut circuit = model.circuit()?;
+            qfhe::attach_feature_quantizer(&mut circuit, &pixels)?;
+            let fp32 = model.info().fp32_accuracy;
+            (circuit, fp32, Vec::new())
         }
     };
     let train_s = t.elapsed().as_secs_f64();
@@ -169,7 +224,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     circuit.save(&args.out.join("circuit.json"))?;
-    std::fs::write(args.out.join("model.json"), model_json)?;
+    if !model_json.is_empty() {
+        std::fs::write(args.out.join("model.json"), model_json)?;
+    }
     eprintln!(
         "trained in {train_s:.1} s (fp32 {} {fp32:.4}); circuit exported ({} inputs of {} bits, {} PBS per sample)",
         metric.name(),
@@ -184,7 +241,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         metric,
         fp32: Some(fp32),
     };
-    let report = evaluate(&circuit, &set, &args.fhe, kind.name())?;
+    let report = evaluate(&circuit, &set, &args.fhe, model_name)?;
     finish(&report, &args.out)?;
     println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
     Ok(())

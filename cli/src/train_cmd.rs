@@ -62,7 +62,7 @@ fn fit_config(args: &ModelArgs, spec: &ModelSpec) -> FitConfig {
         .any(|l| matches!(l, LayerSpec::Conv2d { .. }));
     FitConfig {
         train: TrainConfig {
-            fp32_epochs: args.fp32_epochs,
+            fp32_epochs: args.fp32_epochs.unwrap_or(18),
             qat_epochs: args
                 .qat_epochs
                 .unwrap_or(if convolutional { 16 } else { 12 }),

@@ -96,3 +96,100 @@ fn malformed_csvs_name_the_row_and_column() {
         .unwrap();
     assert_eq!(run.status.code(), Some(1));
 }
+
+#[test]
+fn an_xgboost_model_is_imported_and_run_under_fhe() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../trees/tests/fixtures/xgb_iris.json"
+    );
+    let out = dir.path().join("out");
+    let run = qfhe()
+        .args(["run", "--dataset", "iris", "--import-xgboost", model])
+        .args(["--fhe-samples", "1", "--threads", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["model"], "xgboost");
+    assert_eq!(report["fhe"]["samples"], 1);
+    // The imported model scores in f32 as xgboost does; 6-bit codes cost at most a few rows.
+    assert!(report["fp32_accuracy"].as_f64().unwrap() > 0.85, "{report}");
+    assert!(
+        report["quantized_accuracy"].as_f64().unwrap() > 0.8,
+        "{report}"
+    );
+
+    // A model for other features is refused before anything is trained or encrypted.
+    let breast = model.replace("xgb_iris", "xgb_breast_cancer");
+    let run = qfhe()
+        .args(["run", "--dataset", "iris", "--import-xgboost", &breast])
+        .args(["--fhe-samples", "0", "--out"])
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("features"), "{err}");
+}
+
+#[test]
+fn a_network_trains_on_a_table_and_runs_under_fhe() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = qfhe()
+        .args([
+            "run",
+            "--dataset",
+            "iris",
+            "--model",
+            "mlp",
+            "--hidden",
+            "8",
+        ])
+        .args(["--fhe-samples", "2", "--threads", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["model"], "mlp");
+    assert_eq!(report["test_samples"], 30);
+    assert_eq!(report["fhe"]["pbs_per_sample"], 8);
+    // The client encodes raw feature values: the circuit carries their quantizer.
+    let circuit: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("circuit.json")).unwrap()).unwrap();
+    assert_eq!(
+        circuit["input"]["quantizer"]["low"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // Iris is nearly separable: far better than the 1/3 of chance even with 8 neurons.
+    assert!(
+        report["quantized_accuracy"].as_f64().unwrap() > 0.8,
+        "{report}"
+    );
+
+    let run = qfhe()
+        .args(["run", "--dataset", "diabetes", "--model", "mlp", "--out"])
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("regression"), "{err}");
+}

@@ -284,6 +284,34 @@ pub struct Evaluation {
     pub fhe_median_seconds: Option<f64>,
 }
 
+/// Fraction of `predicted[k]` that agree with `exact[k]` (`exact` may be longer: the whole
+/// test set). A class agrees when it is the same class. A regression value agrees when it is
+/// within [`REGRESSION_AGREEMENT`] of the spread (max − min) of the exact values: a decrypted
+/// sum of PBS outputs carries a few accumulator units of noise, which no output Δ removes
+/// when the sum spans thousands of units, and which is far below the model's own error.
+pub fn agreement(metric: Metric, predicted: &[f64], exact: &[f64]) -> f64 {
+    let tolerance = if metric.is_classification() {
+        0.0
+    } else {
+        let (lo, hi) = exact
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        REGRESSION_AGREEMENT * (hi - lo).max(0.0)
+    };
+    predicted
+        .iter()
+        .zip(exact)
+        .filter(|(p, e)| (*p - *e).abs() <= tolerance)
+        .count() as f64
+        / predicted.len().max(1) as f64
+}
+
+/// Tolerance of a regression prediction's agreement, as a fraction of the exact predictions'
+/// spread (1%).
+pub const REGRESSION_AGREEMENT: f64 = 0.01;
+
 impl Evaluation {
     /// Scores of exact predictions (every sample), simulated ones (every sample) and FHE ones
     /// (the first `fhe.len()` samples) against `targets`.
@@ -298,12 +326,9 @@ impl Evaluation {
             let v: Vec<f64> = p.iter().map(|p| p.value).collect();
             metric.score(&v, &targets[..v.len().min(targets.len())])
         };
-        let agree = fhe
-            .iter()
-            .zip(exact)
-            .filter(|(f, e)| f.value == e.value)
-            .count() as f64
-            / fhe.len().max(1) as f64;
+        let exact_values: Vec<f64> = exact.iter().map(|p| p.value).collect();
+        let fhe_values: Vec<f64> = fhe.iter().map(|p| p.value).collect();
+        let agree = agreement(metric, &fhe_values, &exact_values);
         let mut seconds: Vec<f64> = fhe.iter().map(|p| p.seconds).collect();
         seconds.sort_by(f64::total_cmp);
         Self {
@@ -327,4 +352,28 @@ fn check_images(circuit: &Circuit, set: &ImageSet) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod agreement_tests {
+    use super::*;
+
+    #[test]
+    fn classes_agree_only_when_equal() {
+        let exact = [0.0, 1.0, 2.0, 1.0];
+        assert_eq!(agreement(Metric::Accuracy, &[0.0, 1.0], &exact), 1.0);
+        assert_eq!(agreement(Metric::F1, &[0.0, 2.0], &exact), 0.5);
+    }
+
+    #[test]
+    fn regression_agrees_within_one_percent_of_the_spread() {
+        // Spread 100 → tolerance 1.0.
+        let exact = [0.0, 50.0, 100.0];
+        assert_eq!(
+            agreement(Metric::R2, &[0.9, 51.0, 101.5], &exact),
+            2.0 / 3.0
+        );
+        assert_eq!(agreement(Metric::R2, &[-1.1], &exact), 0.0);
+        assert_eq!(agreement(Metric::R2, &[], &exact), 0.0);
+    }
 }

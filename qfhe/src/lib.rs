@@ -46,20 +46,26 @@ mod compiled;
 mod error;
 mod fit;
 pub mod linear;
+pub mod network_table;
 pub mod tabular;
 pub mod trees;
 
-pub use compiled::{Compiled, Evaluation, Mode, Prediction, DEFAULT_P_ERROR_LOG2};
+pub use compiled::{
+    agreement, Compiled, Evaluation, Mode, Prediction, DEFAULT_P_ERROR_LOG2, REGRESSION_AGREEMENT,
+};
 pub use error::{Error, Result};
 pub use fit::{fit, fit_with, FitConfig, Model, ModelInfo};
 pub use linear::{fit_linear, LinearConfig, LinearModel};
-pub use qfhe_circuit::{Circuit, Metric};
+pub use network_table::{attach_feature_quantizer, table_images};
+pub use qfhe_circuit::{Circuit, Metric, Readout};
 pub use qfhe_core::{Activation, LayerSpec, ModelSpec, QuantSpec};
 pub use qfhe_datasets::{Dataset, ImageSet, Table};
 pub use qfhe_export::LinearQuant;
 pub use qfhe_train::{DeviceChoice, TrainConfig, TrainEvent, TrainReport};
 pub use qfhe_train::{LinearKind, LinearTrainConfig};
-pub use qfhe_trees::{TreeConfig, TreeKind, TreeQuant};
+pub use qfhe_trees::{
+    from_xgboost_json, load_xgboost, FloatEnsemble, TreeConfig, TreeKind, TreeQuant,
+};
 pub use trees::{fit_trees, import_trees, TreeModel, TreesConfig};
 
 /// Datasets: MNIST (fetched and checksummed), IDX folders, a synthetic set.
