@@ -22,6 +22,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Train → export → FHE evaluation → accuracy table and report.
     Run(RunArgs),
+    /// The results table: linear models, trees and networks on tables and MNIST, each run
+    /// through `run` (fp32, quantized, simulated, FHE), into table.md, table.json and table.svg.
+    Table(TableArgs),
     /// Client: generate a key pair for a circuit (client.key, secret; eval.key, for the server).
     Keygen(KeygenArgs),
     /// Client: encrypt test images into an input file for the server.
@@ -357,6 +360,22 @@ pub struct RunArgs {
     /// Folder for the model, circuit, report.json and report.md.
     #[arg(long, default_value = "qfhe-out")]
     pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct TableArgs {
+    /// Folder for table.md, table.json, table.svg and each row's own run under `rows/`.
+    #[arg(long, default_value = "qfhe-table")]
+    pub out: PathBuf,
+    /// Run only these rows (comma-separated keys; `--only list` prints them).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
+    /// At most this many FHE samples per row (each row has its own default, from 30 to 100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000).map(|v| v as usize))]
+    pub max_fhe_samples: Option<usize>,
+    /// Threads for the server's PBS (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096).map(|v| v as usize))]
+    pub threads: Option<usize>,
 }
 
 /// Training backends (`--device`).

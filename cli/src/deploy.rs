@@ -77,7 +77,7 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
     }
     eprintln!("generating keys ({})…", params.name);
     let t = Instant::now();
-    let (ck, ek) = ClientKey::generate_compressed(params);
+    let (ck, ek) = ClientKey::generate_compressed_for(params, &circuit);
     let eval_path = args.out.join("eval.key");
     ck.save(&client_path, &circuit)?;
     ek.save(&eval_path, &circuit)?;

@@ -115,7 +115,7 @@ pub fn evaluate(
 
     eprintln!("generating keys ({})…", params.name);
     let t = Instant::now();
-    let (client_key, eval_key) = ClientKey::generate(params);
+    let (client_key, eval_key) = ClientKey::generate_for(params, circuit);
     let keygen_s = t.elapsed().as_secs_f64();
     let shared = std::sync::Arc::new(circuit.clone());
     let server = Server::new(shared.clone(), std::sync::Arc::new(eval_key))?;
@@ -363,7 +363,8 @@ pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
     finish(&report, &args.out)
 }
 
-pub fn run_command(args: &RunArgs) -> anyhow::Result<()> {
+/// `qfhe run`: train, export, evaluate; the report is also written under `args.out`.
+pub fn run_command(args: &RunArgs) -> anyhow::Result<Report> {
     if crate::data::is_tabular(&args.data)
         || crate::tabular::is_tabular_model(&args.model.model)
         || args.import_xgboost.is_some()
@@ -385,5 +386,5 @@ pub fn run_command(args: &RunArgs) -> anyhow::Result<()> {
     let report = evaluate(&circuit, &set, &args.fhe, &model.info().name)?;
     finish(&report, &args.out)?;
     println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
-    Ok(())
+    Ok(report)
 }

@@ -8,6 +8,8 @@ mod image;
 mod progress;
 mod remote;
 mod report;
+mod table_chart;
+mod table_cmd;
 mod tabular;
 mod train_cmd;
 
@@ -33,7 +35,8 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Command::Train(a) => train_cmd::train(&a),
         args::Command::Export(a) => train_cmd::export(&a),
         args::Command::Eval(a) => eval::eval_command(&a),
-        args::Command::Run(a) => eval::run_command(&a),
+        args::Command::Run(a) => eval::run_command(&a).map(drop),
+        args::Command::Table(a) => table_cmd::table(&a),
         args::Command::Keygen(a) => deploy::keygen(&a),
         args::Command::Encrypt(a) => deploy::encrypt(&a),
         args::Command::Infer(a) => deploy::infer(&a),

@@ -92,12 +92,12 @@ pub struct Report {
     pub layers: Vec<LayerReport>,
 }
 
-fn pct(v: f64) -> String {
+pub fn pct(v: f64) -> String {
     format!("{:.2}%", 100.0 * v)
 }
 
 /// A score as its metric is read: R² as a number, accuracy and F1 as percentages.
-fn score(metric: &str, v: f64) -> String {
+pub fn score(metric: &str, v: f64) -> String {
     match metric {
         "r2" => format!("{v:.4}"),
         _ => pct(v),
@@ -105,7 +105,7 @@ fn score(metric: &str, v: f64) -> String {
 }
 
 /// Seconds, in milliseconds below a tenth of a second (linear circuits take a few).
-fn seconds(v: f64) -> String {
+pub fn seconds(v: f64) -> String {
     if v < 0.1 {
         format!("{:.1} ms", v * 1e3)
     } else {

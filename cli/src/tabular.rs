@@ -4,6 +4,7 @@
 
 use crate::args::RunArgs;
 use crate::eval::{evaluate, finish, EvalSet};
+use crate::report::Report;
 use anyhow::{bail, Context};
 use qfhe::datasets::{bundled, CsvOptions, Table, TargetColumn, Task};
 use qfhe::{
@@ -95,7 +96,7 @@ const TABLE_HIDDEN: usize = 32;
 const TABLE_FP32_STEPS: usize = 2000;
 
 /// `qfhe run` for tables.
-pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let start = Instant::now();
     let imported = match &args.import_xgboost {
         Some(path) => Some(load_xgboost(path)?),
@@ -244,7 +245,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let report = evaluate(&circuit, &set, &args.fhe, model_name)?;
     finish(&report, &args.out)?;
     println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
-    Ok(())
+    Ok(report)
 }
 
 fn task_name(task: Task) -> &'static str {

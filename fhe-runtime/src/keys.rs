@@ -10,7 +10,9 @@
 //! Payloads inside the [`crate::wire`] envelope (little-endian):
 //! * client key: `u32` big-key dimension `k·N`, then one byte (0 or 1) per key bit;
 //! * evaluation key: `u128` BSK seed, `u128` KSK seed, the seeded BSK's
-//!   `n · ℓ_pbs · (k+1) · N` bodies, the seeded KSK's `k·N · ℓ_ks` bodies (`u64` each).
+//!   `n · ℓ_pbs · (k+1) · N` bodies, the seeded KSK's `k·N · ℓ_ks` bodies (`u64` each); for a
+//!   circuit without PBS (a linear model: one GEMM on the inputs, no key needed) the payload may
+//!   be empty ([`ClientKey::generate_compressed_for`] makes such keys).
 
 use crate::error::RuntimeError;
 use crate::params::FheParams;
@@ -34,15 +36,25 @@ pub struct ClientKey {
 pub struct EvalKey {
     pub(crate) params: FheParams,
     pub(crate) key_id: [u8; 16],
+    /// `None` for a circuit without PBS.
+    pub(crate) pbs: Option<PbsKeys>,
+}
+
+/// What a server needs for KS + PBS.
+pub(crate) struct PbsKeys {
     pub(crate) bsk: FourierLweBootstrapKeyOwned,
     pub(crate) ksk: LweKeyswitchKeyOwned<u64>,
 }
 
 /// The evaluation keys as the client sends them: seeded BSK and KSK (masks regenerated from
-/// their seeds).
+/// their seeds), or nothing for a circuit without PBS.
 pub struct CompressedEvalKey {
     params: FheParams,
     key_id: [u8; 16],
+    pbs: Option<SeededPbsKeys>,
+}
+
+struct SeededPbsKeys {
     bsk_seed: u128,
     ksk_seed: u128,
     bsk: SeededLweBootstrapKeyOwned<u64>,
@@ -51,9 +63,16 @@ pub struct CompressedEvalKey {
 
 impl EvalKey {
     /// Size of the evaluation keys in bytes: the Fourier BSK (`c64` = 16 bytes per value) plus
-    /// the KSK (8 bytes per value), as held in memory by the server.
+    /// the KSK (8 bytes per value), as held in memory by the server; 0 without PBS keys.
     pub fn size_bytes(&self) -> usize {
-        self.bsk.as_view().data().len() * 16 + self.ksk.as_ref().len() * 8
+        self.pbs.as_ref().map_or(0, |k| {
+            k.bsk.as_view().data().len() * 16 + k.ksk.as_ref().len() * 8
+        })
+    }
+
+    /// Whether it holds the BSK and KSK (a circuit with PBS needs them).
+    pub fn has_pbs_keys(&self) -> bool {
+        self.pbs.is_some()
     }
 
     /// The parameter set.
@@ -120,6 +139,26 @@ impl ClientKey {
     /// 128-bit key id (tfhe-rs: `par_generate_seeded_lwe_bootstrap_key`,
     /// `generate_seeded_lwe_keyswitch_key`).
     pub fn generate_compressed(params: FheParams) -> (ClientKey, CompressedEvalKey) {
+        Self::generate_keys(params, true)
+    }
+
+    /// Keys for `circuit` under `params`: as [`ClientKey::generate_compressed`], without the
+    /// BSK and KSK when the circuit has no PBS (then key generation takes milliseconds and the
+    /// evaluation key is a header of a few dozen bytes).
+    pub fn generate_compressed_for(
+        params: FheParams,
+        circuit: &Circuit,
+    ) -> (ClientKey, CompressedEvalKey) {
+        Self::generate_keys(params, circuit.pbs_count() > 0)
+    }
+
+    /// As [`ClientKey::generate_compressed_for`], decompressed for a server in this process.
+    pub fn generate_for(params: FheParams, circuit: &Circuit) -> (ClientKey, EvalKey) {
+        let (client, compressed) = Self::generate_compressed_for(params, circuit);
+        (client, compressed.decompress())
+    }
+
+    fn generate_keys(params: FheParams, with_pbs: bool) -> (ClientKey, CompressedEvalKey) {
         let p = &params.set;
         let cm = p.ciphertext_modulus;
         let mut seeder = new_seeder();
@@ -130,6 +169,21 @@ impl ClientKey {
         let glwe_sk: GlweSecretKeyOwned<u64> =
             GlweSecretKey::generate_new_binary(p.glwe_dimension, p.polynomial_size, &mut secret);
         let big_sk = glwe_sk.clone().into_lwe_secret_key();
+        let key_id = seeder.seed().0.to_le_bytes();
+        let client = ClientKey {
+            params,
+            key_id,
+            big_sk: big_sk.clone(),
+            encryption: std::sync::Mutex::new(new_enc_generator()),
+        };
+        if !with_pbs {
+            let eval = CompressedEvalKey {
+                params,
+                key_id,
+                pbs: None,
+            };
+            return (client, eval);
+        }
         let (bsk_seed, ksk_seed) = (seeder.seed().0, seeder.seed().0);
         let mut bsk = SeededLweBootstrapKey::new(
             0u64,
@@ -164,20 +218,15 @@ impl ClientKey {
             p.lwe_noise_distribution,
             seeder,
         );
-        let key_id = seeder.seed().0.to_le_bytes();
-        let client = ClientKey {
-            params,
-            key_id,
-            big_sk,
-            encryption: std::sync::Mutex::new(new_enc_generator()),
-        };
         let eval = CompressedEvalKey {
             params,
             key_id,
-            bsk_seed,
-            ksk_seed,
-            bsk,
-            ksk,
+            pbs: Some(SeededPbsKeys {
+                bsk_seed,
+                ksk_seed,
+                bsk,
+                ksk,
+            }),
         };
         (client, eval)
     }
@@ -278,21 +327,28 @@ impl CompressedEvalKey {
         self.key_id
     }
 
-    /// Payload bytes for `params`: two seeds and the seeded bodies.
+    /// Payload bytes of keys with a BSK and KSK for `params`: two seeds and the seeded bodies
+    /// (the most an `eval.key` payload holds; without PBS keys it is empty).
     pub fn payload_bytes(params: &FheParams) -> u64 {
         let (bsk, ksk) = seeded_words(params);
         32 + 8 * (bsk + ksk) as u64
     }
 
+    /// Whether it holds the BSK and KSK.
+    pub fn has_pbs_keys(&self) -> bool {
+        self.pbs.is_some()
+    }
+
     /// The `eval.key` envelope for `circuit`.
     pub fn to_bytes(&self, circuit: &Circuit) -> Vec<u8> {
-        let bsk = self.bsk.as_ref();
-        let ksk = self.ksk.as_ref();
-        let mut payload = Vec::with_capacity(Self::payload_bytes(&self.params) as usize);
-        payload.extend_from_slice(&self.bsk_seed.to_le_bytes());
-        payload.extend_from_slice(&self.ksk_seed.to_le_bytes());
-        wire::put_u64s(&mut payload, bsk);
-        wire::put_u64s(&mut payload, ksk);
+        let mut payload = Vec::new();
+        if let Some(k) = &self.pbs {
+            payload.reserve_exact(Self::payload_bytes(&self.params) as usize);
+            payload.extend_from_slice(&k.bsk_seed.to_le_bytes());
+            payload.extend_from_slice(&k.ksk_seed.to_le_bytes());
+            wire::put_u64s(&mut payload, k.bsk.as_ref());
+            wire::put_u64s(&mut payload, k.ksk.as_ref());
+        }
         wire::seal(
             &header(Kind::EvalKey, &self.params, circuit, self.key_id),
             &payload,
@@ -300,11 +356,13 @@ impl CompressedEvalKey {
     }
 
     /// Read an `eval.key` envelope made for `circuit`. Its size is checked against the
-    /// parameter set before anything is allocated.
+    /// parameter set before anything is allocated: the full BSK and KSK, or (for a circuit
+    /// without PBS only) an empty payload.
     ///
     /// # Errors
     /// [`RuntimeError::Envelope`] for a malformed, foreign, corrupted or mis-sized envelope
-    /// (a secret key is refused by its kind); as [`params_of`].
+    /// (a secret key is refused by its kind), or a key without BSK and KSK for a circuit
+    /// with PBS; as [`params_of`].
     pub fn from_bytes(bytes: &[u8], circuit: &Circuit) -> Result<CompressedEvalKey, RuntimeError> {
         let params = params_of(circuit)?;
         let digest = wire::circuit_digest(circuit);
@@ -316,6 +374,22 @@ impl CompressedEvalKey {
             max_payload: payload_len,
         };
         let (h, payload) = wire::open(bytes, expect)?;
+        if payload.is_empty() {
+            if circuit.pbs_count() > 0 {
+                return Err(RuntimeError::Envelope {
+                    what: Kind::EvalKey.describe(),
+                    reason: format!(
+                        "it holds no bootstrapping or keyswitching key, but the circuit has {} PBS per sample; generate the keys for this circuit",
+                        circuit.pbs_count()
+                    ),
+                });
+            }
+            return Ok(CompressedEvalKey {
+                params,
+                key_id: h.key_id,
+                pbs: None,
+            });
+        }
         if payload.len() as u64 != payload_len {
             return Err(RuntimeError::Envelope {
                 what: Kind::EvalKey.describe(),
@@ -336,10 +410,12 @@ impl CompressedEvalKey {
         Ok(CompressedEvalKey {
             params,
             key_id: h.key_id,
-            bsk_seed,
-            ksk_seed,
-            bsk: seeded_bsk(&params, bsk_seed, bsk),
-            ksk: seeded_ksk(&params, ksk_seed, ksk),
+            pbs: Some(SeededPbsKeys {
+                bsk_seed,
+                ksk_seed,
+                bsk: seeded_bsk(&params, bsk_seed, bsk),
+                ksk: seeded_ksk(&params, ksk_seed, ksk),
+            }),
         })
     }
 
@@ -367,22 +443,24 @@ impl CompressedEvalKey {
     /// what a server does once per registered key (tfhe-rs:
     /// `par_decompress_into_lwe_bootstrap_key`, `par_convert_standard_lwe_bootstrap_key_to_fourier`).
     pub fn decompress(self) -> EvalKey {
-        let std_bsk = self.bsk.par_decompress_into_lwe_bootstrap_key();
-        let mut bsk = FourierLweBootstrapKey::new(
-            std_bsk.input_lwe_dimension(),
-            std_bsk.glwe_size(),
-            std_bsk.polynomial_size(),
-            std_bsk.decomposition_base_log(),
-            std_bsk.decomposition_level_count(),
-        );
-        par_convert_standard_lwe_bootstrap_key_to_fourier(&std_bsk, &mut bsk);
-        drop(std_bsk);
-        let ksk = self.ksk.par_decompress_into_lwe_keyswitch_key();
+        let pbs = self.pbs.map(|k| {
+            let std_bsk = k.bsk.par_decompress_into_lwe_bootstrap_key();
+            let mut bsk = FourierLweBootstrapKey::new(
+                std_bsk.input_lwe_dimension(),
+                std_bsk.glwe_size(),
+                std_bsk.polynomial_size(),
+                std_bsk.decomposition_base_log(),
+                std_bsk.decomposition_level_count(),
+            );
+            par_convert_standard_lwe_bootstrap_key_to_fourier(&std_bsk, &mut bsk);
+            drop(std_bsk);
+            let ksk = k.ksk.par_decompress_into_lwe_keyswitch_key();
+            PbsKeys { bsk, ksk }
+        });
         EvalKey {
             params: self.params,
             key_id: self.key_id,
-            bsk,
-            ksk,
+            pbs,
         }
     }
 }

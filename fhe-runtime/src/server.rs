@@ -54,8 +54,16 @@ impl Server {
     ///
     /// # Errors
     /// [`RuntimeError::ParamsMismatch`] if the circuit's polynomial size differs from the keys'.
+    /// [`RuntimeError::Input`] if the circuit has PBS and the key holds no BSK and KSK (keys
+    /// made by [`crate::ClientKey::generate_for`] for a circuit without PBS).
     pub fn new(circuit: Arc<Circuit>, key: Arc<EvalKey>) -> Result<Self, RuntimeError> {
         check_params(&circuit, &key.params)?;
+        if circuit.pbs_count() > 0 && !key.has_pbs_keys() {
+            return Err(RuntimeError::Input(format!(
+                "the evaluation key holds no bootstrapping or keyswitching key, but the circuit has {} PBS per sample; generate the keys for this circuit",
+                circuit.pbs_count()
+            )));
+        }
         let p = &key.params.set;
         let n = p.polynomial_size.0;
         let luts = circuit
@@ -278,7 +286,12 @@ impl Server {
         s: &mut Scratch,
     ) -> LweCiphertextOwned<u64> {
         let p = &self.key.params.set;
-        keyswitch_lwe_ciphertext(&self.key.ksk, acc, &mut s.small);
+        let keys = self
+            .key
+            .pbs
+            .as_ref()
+            .expect("Server::new refuses a circuit with PBS and a key without PBS keys");
+        keyswitch_lwe_ciphertext(&keys.ksk, acc, &mut s.small);
         let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
             s.small.as_view(),
             p.polynomial_size.to_blind_rotation_input_modulus_log(),
@@ -287,7 +300,7 @@ impl Server {
         blind_rotate_assign_mem_optimized(
             &msed,
             &mut glwe,
-            &self.key.bsk,
+            &keys.bsk,
             s.fft.as_view(),
             s.buffers.stack(),
         );
@@ -378,7 +391,7 @@ impl Server {
     /// time 100× too fast) through the first stage's LUTs in turn, so that, as in a real layer,
     /// each PBS reads a different table rather than one that stays in cache.
     pub fn seconds_per_pbs(&self, count: usize) -> f64 {
-        let Some(luts) = self.luts.first() else {
+        let Some(luts) = self.luts.first().filter(|_| self.key.has_pbs_keys()) else {
             return 0.0;
         };
         let inputs = random_ciphertexts(count, self.key.params.big_dim());

@@ -4,7 +4,9 @@
 //! probability is too high.
 use qfhe_circuit::fixtures::{all_inputs, chain, linear, residual, wide_stage};
 use qfhe_circuit::{Circuit, Gemm, OutputLayer, Source};
-use qfhe_fhe_runtime::{compile, Client, ClientKey, FheParams, InputBatch, OutputBatch, Server};
+use qfhe_fhe_runtime::{
+    compile, Client, ClientKey, CompressedEvalKey, FheParams, InputBatch, OutputBatch, Server,
+};
 use std::sync::Arc;
 
 /// Real encryption, evaluation and decryption of `inputs` equal the exact simulator on every
@@ -259,9 +261,18 @@ fn a_circuit_without_pbs_decrypts_its_full_width_accumulators_exactly() {
     assert!(extremes > 1 << 18, "worst-case range {extremes}");
     assert_eq!(check_against_simulator(&c, &inputs), inputs.len());
 
-    // Through the wire too: outputs rounded to 32 bits per coefficient stay exact.
-    let (ck, ek) = ClientKey::generate(FheParams::n2048());
+    // Through the wire too: outputs rounded to 32 bits per coefficient stay exact, and the
+    // evaluation key, with no PBS to serve, carries no BSK or KSK.
+    let (ck, ek) = ClientKey::generate_compressed_for(FheParams::n2048(), &c);
+    assert!(!ek.has_pbs_keys());
+    let ek_bytes = ek.to_bytes(&c);
+    assert!(ek_bytes.len() < 256, "{} bytes", ek_bytes.len());
+    let ek = CompressedEvalKey::from_bytes(&ek_bytes, &c)
+        .unwrap()
+        .decompress();
+    assert_eq!((ek.size_bytes(), ek.key_id()), (0, ck.key_id()));
     let server = Server::new(Arc::new(c.clone()), Arc::new(ek)).unwrap();
+    assert_eq!(server.seconds_per_pbs(4), 0.0);
     let client = Client::new(Arc::new(ck), Arc::new(c.clone())).unwrap();
     let up = client.encrypt_batch(&inputs).unwrap().to_bytes(&c).unwrap();
     let received = InputBatch::from_bytes(&up, &c, 64).unwrap();

@@ -323,3 +323,41 @@ fn an_evaluation_key_of_the_wrong_size_is_refused_before_allocation() {
     );
     assert!(e.contains("at most"), "{e}");
 }
+
+#[test]
+fn a_key_without_pbs_keys_is_refused_for_a_circuit_with_pbs() {
+    let (pbs_free, with_pbs) = (qfhe_circuit::fixtures::linear(), chain());
+    let (_, ek) = ClientKey::generate_compressed_for(FheParams::n2048(), &pbs_free);
+    // Bound to the PBS-free circuit by its digest, so first re-seal it for the chain: the
+    // size check must refuse it on its own, not the digest.
+    let bytes = ek.to_bytes(&pbs_free);
+    let (h, payload) = wire::open(
+        &bytes,
+        wire::Expect {
+            kind: Kind::EvalKey,
+            params: &FheParams::n2048(),
+            circuit: &wire::circuit_digest(&pbs_free),
+            max_payload: 0,
+        },
+    )
+    .unwrap();
+    assert!(payload.is_empty());
+    let resealed = wire::seal(
+        &wire::Header {
+            circuit: wire::circuit_digest(&with_pbs),
+            ..h
+        },
+        payload,
+    );
+    let err = CompressedEvalKey::from_bytes(&resealed, &with_pbs)
+        .err()
+        .expect("an empty key for a circuit with PBS");
+    assert!(err.to_string().contains("no bootstrapping"), "{err}");
+
+    let (_, ek) = ClientKey::generate_for(FheParams::n2048(), &pbs_free);
+    let err = Server::new(Arc::new(with_pbs), Arc::new(ek))
+        .err()
+        .expect("a server for a circuit with PBS and no PBS keys");
+    assert!(matches!(err, RuntimeError::Input(_)), "{err}");
+    assert!(err.to_string().contains("PBS per sample"), "{err}");
+}

@@ -155,10 +155,11 @@ impl Compiled {
         &self.report
     }
 
-    /// The keys, generated on first use (seconds; the evaluation key is ~120 MB).
+    /// The keys, generated on first use (seconds; the evaluation key is ~120 MB, none for a
+    /// circuit without PBS).
     fn keys(&self) -> &(Arc<ClientKey>, Arc<EvalKey>) {
         self.keys.get_or_init(|| {
-            let (c, e) = ClientKey::generate(self.params);
+            let (c, e) = ClientKey::generate_for(self.params, &self.circuit);
             (Arc::new(c), Arc::new(e))
         })
     }
