@@ -69,6 +69,19 @@ impl FeatureQuantizer {
             .clamp(0.0, qmax as f32) as i32
     }
 
+    /// Codes of `rows` (`[n, features]` values, row-major) by [`FeatureQuantizer::code`],
+    /// row-major.
+    pub fn codes(&self, rows: &[f32], qmax: i32) -> Vec<i32> {
+        let d = self.features().max(1);
+        rows.chunks_exact(d)
+            .flat_map(|row| {
+                row.iter()
+                    .enumerate()
+                    .map(move |(i, &x)| self.code(i, x, qmax))
+            })
+            .collect()
+    }
+
     /// The real value code `q` of feature `i` stands for: `low_i + q · step_i`.
     pub fn value(&self, i: usize, q: i32) -> f32 {
         self.low[i] + q as f32 * self.step[i]
@@ -107,12 +120,7 @@ impl Circuit {
                 "feature {i} is not a finite number"
             )));
         }
-        let qmax = (1i32 << self.input.bits) - 1;
-        Ok(row
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| q.code(i, x, qmax))
-            .collect())
+        Ok(q.codes(row, (1i32 << self.input.bits) - 1))
     }
 }
 

@@ -29,6 +29,14 @@ pub fn draw(rows: &[Row], path: &Path) -> anyhow::Result<()> {
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
+/// A score bar: colour, legend label, offset within the row, and the score it draws.
+type Bar = (RGBColor, &'static str, f64, fn(&Row) -> f64);
+
+/// A legend entry's swatch at `(x, y)`.
+fn legend_box(color: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
+    move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled())
+}
+
 fn draw_on(root: &DrawingArea<SVGBackend, plotters::coord::Shift>, rows: &[Row]) -> DrawResult {
     root.fill(&WHITE)?;
     let n = rows.len().max(1);
@@ -60,17 +68,12 @@ fn draw_on(root: &DrawingArea<SVGBackend, plotters::coord::Shift>, rows: &[Row])
         .y_label_formatter(&label_of)
         .x_desc("accuracy, F1 or R² (R² below 0 drawn at 0)")
         .draw()?;
-    let bars = [
-        (FP32, "fp32", 0.27),
-        (QUANTIZED, "quantized", 0.0),
-        (FHE, "FHE", -0.27),
+    let bars: [Bar; 3] = [
+        (FP32, "fp32", 0.27, |r| r.fp32.unwrap_or(0.0)),
+        (QUANTIZED, "quantized", 0.0, |r| r.quantized),
+        (FHE, "FHE", -0.27, |r| r.fhe),
     ];
-    for (color, name, offset) in bars {
-        let value = |r: &Row| match name {
-            "fp32" => r.fp32.unwrap_or(0.0),
-            "quantized" => r.quantized,
-            _ => r.fhe,
-        };
+    for (color, name, offset, value) in bars {
         scores
             .draw_series(rows.iter().enumerate().map(|(i, r)| {
                 let y = top(i) + offset;
@@ -80,7 +83,7 @@ fn draw_on(root: &DrawingArea<SVGBackend, plotters::coord::Shift>, rows: &[Row])
                 )
             }))?
             .label(name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+            .legend(legend_box(color));
     }
     scores
         .configure_series_labels()
@@ -110,7 +113,7 @@ fn draw_on(root: &DrawingArea<SVGBackend, plotters::coord::Shift>, rows: &[Row])
             )
         }))?
         .label("qfhe")
-        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], FHE.filled()));
+        .legend(legend_box(FHE));
     latency
         .draw_series(rows.iter().enumerate().filter_map(|(i, r)| {
             let c = r.concrete_ml_here?;
@@ -121,7 +124,7 @@ fn draw_on(root: &DrawingArea<SVGBackend, plotters::coord::Shift>, rows: &[Row])
             ))
         }))?
         .label("Concrete ML 1.9, same kind of machine")
-        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], CONCRETE.filled()));
+        .legend(legend_box(CONCRETE));
     latency
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)

@@ -204,10 +204,10 @@ pub struct Row {
 
 /// The whole table as written to table.json.
 #[derive(Serialize, Debug)]
-pub struct Table {
+pub struct Table<'a> {
     pub threads: usize,
     pub total_wall_s: f64,
-    pub rows: Vec<Row>,
+    pub rows: &'a [Row],
 }
 
 fn selected(only: Option<&[String]>) -> anyhow::Result<Vec<&'static RowSpec>> {
@@ -286,10 +286,9 @@ pub fn table(args: &TableArgs) -> anyhow::Result<()> {
         let table = Table {
             threads: rayon::current_num_threads(),
             total_wall_s: start.elapsed().as_secs_f64(),
-            rows: std::mem::take(&mut rows),
+            rows: &rows,
         };
         write(&table, &args.out)?;
-        rows = table.rows;
     }
     let md = markdown(&rows, rayon::current_num_threads());
     println!("\n{md}");
@@ -303,8 +302,8 @@ pub fn table(args: &TableArgs) -> anyhow::Result<()> {
 
 fn write(table: &Table, dir: &Path) -> anyhow::Result<()> {
     std::fs::write(dir.join("table.json"), serde_json::to_vec_pretty(table)?)?;
-    std::fs::write(dir.join("table.md"), markdown(&table.rows, table.threads))?;
-    crate::table_chart::draw(&table.rows, &dir.join("table.svg"))
+    std::fs::write(dir.join("table.md"), markdown(table.rows, table.threads))?;
+    crate::table_chart::draw(table.rows, &dir.join("table.svg"))
 }
 
 fn mib(bytes: usize) -> String {

@@ -8,6 +8,18 @@ fn qfhe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qfhe"))
 }
 
+fn assert_success(run: &std::process::Output) {
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 /// 120 rows, three features, label `"high"` when `a + 2b > 10` else `"low"`; `c` is noise.
 fn csv() -> String {
     let mut s = String::from("a,b,c,verdict\n");
@@ -43,13 +55,8 @@ fn a_csv_with_string_labels_runs_through_a_tree_to_fhe() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_success(&run);
+    let report: serde_json::Value = json(&out.join("report.json"));
     assert_eq!(report["metric"], "f1");
     assert_eq!(report["dataset"], "verdicts.csv");
     assert_eq!(report["test_samples"], 24);
@@ -111,13 +118,8 @@ fn an_xgboost_model_is_imported_and_run_under_fhe() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_success(&run);
+    let report: serde_json::Value = json(&out.join("report.json"));
     assert_eq!(report["model"], "xgboost");
     assert_eq!(report["fhe"]["samples"], 1);
     // The imported model scores in f32 as xgboost does; 6-bit codes cost at most a few rows.
@@ -158,19 +160,13 @@ fn a_network_trains_on_a_table_and_runs_under_fhe() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_success(&run);
+    let report: serde_json::Value = json(&out.join("report.json"));
     assert_eq!(report["model"], "mlp");
     assert_eq!(report["test_samples"], 30);
     assert_eq!(report["fhe"]["pbs_per_sample"], 8);
     // The client encodes raw feature values: the circuit carries their quantizer.
-    let circuit: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("circuit.json")).unwrap()).unwrap();
+    let circuit: serde_json::Value = json(&out.join("circuit.json"));
     assert_eq!(
         circuit["input"]["quantizer"]["low"]
             .as_array()

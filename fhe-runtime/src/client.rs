@@ -38,16 +38,10 @@ impl Client {
     /// # Errors
     /// [`RuntimeError::Circuit`] for a wrong length or an out-of-range code.
     pub fn encrypt(&self, codes: &[i32]) -> Result<Vec<LweCiphertextOwned<u64>>, RuntimeError> {
-        let c = &*self.circuit;
-        c.check_input(codes)?;
+        self.circuit.check_input(codes)?;
         let p = &self.key.params.set;
         let size = LweSize(self.key.params.big_dim() + 1);
-        let plain = PlaintextList::from_container(
-            codes
-                .iter()
-                .map(|&x| (x as u64).wrapping_mul(c.input.delta))
-                .collect::<Vec<_>>(),
-        );
+        let plain = self.plaintexts(codes);
         let mut list = LweCiphertextList::new(
             0u64,
             size,
@@ -74,6 +68,17 @@ impl Client {
             .collect())
     }
 
+    /// Input codes on the torus: `x · Δ_in` each.
+    fn plaintexts(&self, codes: &[i32]) -> PlaintextList<Vec<u64>> {
+        let delta = self.circuit.input.delta;
+        PlaintextList::from_container(
+            codes
+                .iter()
+                .map(|&x| (x as u64).wrapping_mul(delta))
+                .collect(),
+        )
+    }
+
     /// Encrypt a batch of samples' input codes as seeded ciphertext lists (one fresh random
     /// compression seed per sample; tfhe-rs `par_encrypt_seeded_lwe_ciphertext_list`), for
     /// sending to a server.
@@ -98,12 +103,7 @@ impl Client {
         for codes in samples {
             c.check_input(codes)?;
             let seed = crate::wire::random_u128();
-            let plain = PlaintextList::from_container(
-                codes
-                    .iter()
-                    .map(|&x| (x as u64).wrapping_mul(c.input.delta))
-                    .collect::<Vec<_>>(),
-            );
+            let plain = self.plaintexts(codes);
             let mut list = SeededLweCiphertextList::new(
                 0u64,
                 lwe_size,

@@ -54,14 +54,10 @@ pub fn table_images(
     let quantizer = FeatureQuantizer::calibrate(&rows, train.width(), PIXEL_BITS)?;
     let images = |t: &Table| -> ImageSet {
         let qmax = (1 << PIXEL_BITS) - 1;
-        let pixels = crate::tabular::float_rows(t)
-            .chunks_exact(t.width())
-            .flat_map(|row| {
-                row.iter()
-                    .enumerate()
-                    .map(|(i, &x)| quantizer.code(i, x, qmax) as u8)
-                    .collect::<Vec<_>>()
-            })
+        let pixels = quantizer
+            .codes(&crate::tabular::float_rows(t), qmax)
+            .into_iter()
+            .map(|p| p as u8)
             .collect();
         ImageSet {
             images: pixels,

@@ -83,14 +83,10 @@ pub fn fit_trees(train: &Table, dataset: &str, cfg: &TreesConfig) -> Result<Tree
     let float = fit(&x, d, target, &cfg.trees)?;
     let quantizer = FeatureQuantizer::calibrate(&x, d, cfg.quant.in_bits)?;
     let qmax = (1i32 << cfg.quant.in_bits) - 1;
-    let codes: Vec<f32> = x
-        .chunks_exact(d)
-        .flat_map(|row| {
-            row.iter()
-                .enumerate()
-                .map(|(i, &v)| quantizer.code(i, v, qmax) as f32)
-                .collect::<Vec<_>>()
-        })
+    let codes: Vec<f32> = quantizer
+        .codes(&x, qmax)
+        .into_iter()
+        .map(|q| q as f32)
         .collect();
     let on_codes = fit(&codes, d, target, &cfg.trees)?;
     // Thresholds `code < v + 0.5` become `code ≤ v` on the identity quantizer.
