@@ -1,10 +1,11 @@
 //! Criterion benchmarks on N = 2048 (`V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128`):
 //! one KS+PBS, one 784→128 GEMM layer (no PBS), and one full MNIST sample (encrypt, evaluate,
-//! decrypt) on the rayon pool. Run: `cargo bench -p qfhe-benches`.
+//! decrypt) on the rayon pool through each CPU backend side by side: one PBS at a time, and
+//! batches sharing one pass over the keys. Run: `cargo bench -p qfhe-benches`.
 use criterion::{criterion_group, criterion_main, Criterion};
 use qfhe_benches::{mnist_circuit, random_codes};
 use qfhe_fhe_runtime::server::{gemm_row, random_ciphertexts};
-use qfhe_fhe_runtime::{Client, ClientKey, FheParams, Server};
+use qfhe_fhe_runtime::{Backend, Client, ClientKey, FheParams, Server};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -12,7 +13,8 @@ fn benches(c: &mut Criterion) {
     let circuit = mnist_circuit(&[128]);
     let params = FheParams::n2048();
     let (ck, ek) = ClientKey::generate(params);
-    let server = Server::new(Arc::new(circuit.clone()), Arc::new(ek)).unwrap();
+    let ek = Arc::new(ek);
+    let server = Server::new(Arc::new(circuit.clone()), ek.clone()).unwrap();
     let client = Client::new(Arc::new(ck), Arc::new(circuit.clone())).unwrap();
 
     let ct = random_ciphertexts(1, params.big_dim()).pop().unwrap();
@@ -54,14 +56,19 @@ fn benches(c: &mut Criterion) {
     let x = random_codes(784, 3);
     let mut group = c.benchmark_group("mnist_sample");
     group.sample_size(10);
-    group.bench_function("784-128-10_encrypt_eval_decrypt", |b| {
-        b.iter(|| {
-            let out = server
-                .evaluate(&client.encrypt(black_box(&x)).unwrap())
-                .unwrap();
-            client.decrypt_output(&out.output).unwrap()
-        })
-    });
+    for batch in [1, 8, 16, 32, 64] {
+        let backend = Backend::Cpu { batch };
+        let server = Server::with_backend(Arc::new(circuit.clone()), ek.clone(), backend).unwrap();
+        let name = format!("784-128-10_encrypt_eval_decrypt/cpu_batch_{batch}");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let out = server
+                    .evaluate(&client.encrypt(black_box(&x)).unwrap())
+                    .unwrap();
+                client.decrypt_output(&out.output).unwrap()
+            })
+        });
+    }
     group.finish();
 }
 

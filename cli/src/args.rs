@@ -90,6 +90,8 @@ pub struct InferArgs {
     /// Threads for the PBS (default: all cores).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096).map(|v| v as usize))]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Output file to write.
     #[arg(long, default_value = "outputs.qfhe")]
     pub out: PathBuf,
@@ -291,9 +293,31 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
+/// Where the server's KS + PBS run.
+#[derive(Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// PBS backend: cpu (tfhe-rs on the CPU), or gpu (tfhe-rs's CUDA backend, in builds that
+    /// include it).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
+    pub backend: String,
+    /// PBS per pass over the evaluation keys on the cpu backend (default 32; 1 runs one PBS at a
+    /// time). Outputs are identical for every batch; larger batches read the keys less often.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256).map(|v| v as usize))]
+    pub pbs_batch: Option<usize>,
+}
+
+impl BackendArgs {
+    /// The runtime backend these options name.
+    pub fn backend(&self) -> Result<qfhe_fhe_runtime::Backend, qfhe_fhe_runtime::RuntimeError> {
+        qfhe_fhe_runtime::Backend::from_name(&self.backend, self.pbs_batch)
+    }
+}
+
 /// FHE evaluation options.
 #[derive(Args, Debug, Clone)]
 pub struct FheArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Test samples to run under real encryption.
     #[arg(long, default_value_t = 100)]
     pub fhe_samples: usize,

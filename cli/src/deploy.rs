@@ -122,7 +122,7 @@ pub fn infer(args: &InferArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let key = CompressedEvalKey::load(&args.eval_key, &circuit)?.decompress();
     let load_s = t.elapsed().as_secs_f64();
-    let server = Server::new(circuit.clone(), Arc::new(key))?;
+    let server = Server::with_backend(circuit.clone(), Arc::new(key), args.backend.backend()?)?;
     let inputs = InputBatch::load(&args.inputs, &circuit, args.max_batch)?;
     let t = Instant::now();
     let outputs = server.evaluate_message(&inputs)?;

@@ -69,6 +69,7 @@ pub fn evaluate(
         .num_threads(threads)
         .build_global();
     let threads = rayon::current_num_threads();
+    let backend = fhe.backend.backend()?;
     let codes = &set.codes;
     let targets = &set.targets;
     let metric = set.metric;
@@ -118,7 +119,7 @@ pub fn evaluate(
     let (client_key, eval_key) = ClientKey::generate_for(params, circuit);
     let keygen_s = t.elapsed().as_secs_f64();
     let shared = std::sync::Arc::new(circuit.clone());
-    let server = Server::new(shared.clone(), std::sync::Arc::new(eval_key))?;
+    let server = Server::with_backend(shared.clone(), std::sync::Arc::new(eval_key), backend)?;
     let client = Client::new(std::sync::Arc::new(client_key), shared)?;
     // ~0.3 s per thread. 8 PBS measured 9.8 ms per PBS against 10.9 ms over a whole CNN sample
     // (1344 PBS); 32 measured 9.7 ms against 10.3 ms (1120 PBS): the estimate stays a lower bound.
@@ -131,7 +132,7 @@ pub fn evaluate(
         compiled.noise.base_sigma_slots,
         compiled.noise.pbs_sigma_slots
     );
-    println!("keys generated in {keygen_s:.2} s; evaluation keys {:.1} MB; measured {:.1} ms per KS+PBS over {threads} threads\n", server.key().size_bytes() as f64 / 1e6, seconds_per_pbs * 1e3);
+    println!("keys generated in {keygen_s:.2} s; evaluation keys {:.1} MB; measured {:.1} ms per KS+PBS over {threads} threads, {}\n", server.key().size_bytes() as f64 / 1e6, seconds_per_pbs * 1e3, backend.describe());
     print!("{}", layer_table(&compiled.layers, Some(seconds_per_pbs)));
     println!(
         "\nworst gross-error probability per PBS 2^{:.1} (target 2^{:.0}); estimated FHE latency {:.2} s per sample ({} PBS)\n",
@@ -241,6 +242,7 @@ pub fn evaluate(
         agreement_with_quantized: qfhe::agreement(set.metric, &fhe_pred, &exact_pred),
         latency_s: Latency::of(&latencies),
         threads,
+        backend: backend.describe(),
         keygen_s,
         eval_key_bytes: server.key().size_bytes(),
         pbs_per_sample: circuit.pbs_count(),
@@ -348,6 +350,7 @@ pub fn finish(report: &Report, out: &Path) -> anyhow::Result<()> {
 }
 
 pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
+    args.fhe.backend.backend()?;
     let circuit = Circuit::load(&args.circuit)?;
     let data = crate::data::load(&args.data)?;
     let name = args
@@ -365,6 +368,8 @@ pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
 
 /// `qfhe run`: train, export, evaluate; the report is also written under `args.out`.
 pub fn run_command(args: &RunArgs) -> anyhow::Result<Report> {
+    // Refuse an unavailable backend before hours of training, not after.
+    args.fhe.backend.backend()?;
     if crate::data::is_tabular(&args.data)
         || crate::tabular::is_tabular_model(&args.model.model)
         || args.import_xgboost.is_some()

@@ -55,6 +55,8 @@ pub struct FheReport {
     pub agreement_with_quantized: f64,
     pub latency_s: Latency,
     pub threads: usize,
+    /// PBS backend, e.g. `cpu (batches of 32)`.
+    pub backend: String,
     pub keygen_s: f64,
     pub eval_key_bytes: usize,
     pub pbs_per_sample: usize,
@@ -191,7 +193,7 @@ impl Report {
         s += &self.accuracy_table();
         let _ = write!(
             s,
-            "\n- parameters: `{}` (128-bit security), {} PBS per sample, gross-error probability per PBS ≤ 2^{:.1}\n- key generation {:.2} s, evaluation keys {:.1} MB\n- measured {:.1} ms per KS+PBS on the pool ({} threads); FHE batch {}\n- memory per sample: {} ciphertexts held at peak × {} bytes = {:.1} MB\n- simulated vs quantized prediction agreement: {}\n\n## Layers\n\n",
+            "\n- parameters: `{}` (128-bit security), {} PBS per sample, gross-error probability per PBS ≤ 2^{:.1}\n- key generation {:.2} s, evaluation keys {:.1} MB\n- measured {:.1} ms per KS+PBS on the pool ({} threads, {}); FHE batch {}\n- memory per sample: {} ciphertexts held at peak × {} bytes = {:.1} MB\n- simulated vs quantized prediction agreement: {}\n\n## Layers\n\n",
             self.fhe.params,
             self.fhe.pbs_per_sample,
             self.fhe.log2_p_error,
@@ -199,6 +201,7 @@ impl Report {
             self.fhe.eval_key_bytes as f64 / 1e6,
             self.fhe.seconds_per_pbs * 1e3,
             self.fhe.threads,
+            self.fhe.backend,
             self.fhe.batch,
             self.fhe.peak_ciphertexts,
             self.fhe.ciphertext_bytes,

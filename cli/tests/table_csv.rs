@@ -46,6 +46,8 @@ fn a_csv_with_string_labels_runs_through_a_tree_to_fhe() {
         .args([
             "--max-depth",
             "3",
+            "--pbs-batch",
+            "1",
             "--fhe-samples",
             "2",
             "--threads",
@@ -61,6 +63,7 @@ fn a_csv_with_string_labels_runs_through_a_tree_to_fhe() {
     assert_eq!(report["dataset"], "verdicts.csv");
     assert_eq!(report["test_samples"], 24);
     assert_eq!(report["fhe"]["samples"], 2);
+    assert_eq!(report["fhe"]["backend"], "cpu (one PBS at a time)");
     assert!(report["fhe"]["pbs_per_sample"].as_u64().unwrap() > 0);
     // The rule is a threshold on two features: a depth-3 tree on 6-bit codes learns it well.
     assert!(
@@ -165,6 +168,7 @@ fn a_network_trains_on_a_table_and_runs_under_fhe() {
     assert_eq!(report["model"], "mlp");
     assert_eq!(report["test_samples"], 30);
     assert_eq!(report["fhe"]["pbs_per_sample"], 8);
+    assert_eq!(report["fhe"]["backend"], "cpu (batches of 32)");
     // The client encodes raw feature values: the circuit carries their quantizer.
     let circuit: serde_json::Value = json(&out.join("circuit.json"));
     assert_eq!(
@@ -188,4 +192,33 @@ fn a_network_trains_on_a_table_and_runs_under_fhe() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{err}");
     assert!(err.contains("regression"), "{err}");
+}
+
+#[test]
+fn an_unavailable_backend_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = qfhe()
+        .args([
+            "run",
+            "--dataset",
+            "iris",
+            "--model",
+            "tree",
+            "--backend",
+            "gpu",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("gpu backend is not in this build"), "{err}");
+    assert!(!out.join("report.json").exists());
+    let run = qfhe()
+        .args(["run", "--dataset", "iris", "--pbs-batch", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2), "clap refuses a batch of 0");
 }

@@ -94,8 +94,11 @@ impl Default for ClassificationSpec {
 }
 
 /// A classification problem: class `k`'s rows are standard normal around a centre at a vertex
-/// of the hypercube `[−class_sep, class_sep]^informative` (vertex = the binary digits of `k`;
-/// scikit-learn picks vertices at random and adds a random covariance per cluster); then come
+/// of the hypercube `[−class_sep, class_sep]^informative`, the classes spread over the vertices:
+/// class `k` sits at vertex `v_k = round(k · (2^informative − 1) / (classes − 1))`, whose binary
+/// digits give the signs (so two classes sit on opposite corners, at distance
+/// `2 · class_sep · √informative`, and `2^informative` classes take every vertex; scikit-learn
+/// picks the vertices at random and adds a random covariance per cluster); then come
 /// `redundant` features, each a random combination (weights in `[−1, 1)`) of the informative
 /// ones, and standard normal noise features. Classes are balanced (rows dealt in turn, then
 /// shuffled), and a fraction `flip` of labels is replaced by a random class.
@@ -117,11 +120,18 @@ pub fn classification(spec: &ClassificationSpec, seed: u64) -> Table {
         .collect();
     let mut labels: Vec<u32> = (0..s.rows).map(|i| (i % s.classes) as u32).collect();
     labels.shuffle(&mut rng);
+    let last_vertex = 2f64.powi(s.informative.min(60) as i32) - 1.0;
+    let vertex = |k: u32| (k as f64 * last_vertex / (s.classes - 1) as f64).round() as u64;
     let mut x = Vec::with_capacity(s.rows * s.features);
     for &k in &labels {
+        let v = vertex(k);
         let inf: Vec<f64> = (0..s.informative)
             .map(|b| {
-                let sign = if (k >> b) & 1 == 1 { 1.0 } else { -1.0 };
+                let sign = if b < 64 && (v >> b) & 1 == 1 {
+                    1.0
+                } else {
+                    -1.0
+                };
                 sign * s.class_sep + normal(&mut rng)
             })
             .collect();

@@ -206,12 +206,28 @@ fn generators_are_seeded_and_carry_their_signal() {
         let n = labels.iter().filter(|&&l| l == k).count();
         assert!((180..=220).contains(&n), "class {k}: {n} rows");
     }
-    // Class 1 (first bit set) sits at +class_sep on feature 0, class 0 at −class_sep.
-    let mean0 = |k: u32| {
+    // Three classes on the square's vertices 0, round(1.5) = 2 and 3 (binary 00, 10, 11):
+    // feature 0 carries the low bit, feature 1 the high bit.
+    let mean = |k: u32, f: usize| {
         let rows: Vec<usize> = (0..600).filter(|&i| labels[i] == k).collect();
-        rows.iter().map(|&i| c.row(i)[0]).sum::<f64>() / rows.len() as f64
+        rows.iter().map(|&i| c.row(i)[f]).sum::<f64>() / rows.len() as f64
     };
-    assert!(mean0(1) > 0.5 && mean0(0) < -0.5);
+    assert!(mean(0, 0) < -0.5 && mean(0, 1) < -0.5);
+    assert!(mean(1, 0) < -0.5 && mean(1, 1) > 0.5);
+    assert!(mean(2, 0) > 0.5 && mean(2, 1) > 0.5);
+
+    // Two classes sit on opposite corners.
+    let two = generate::classification(&ClassificationSpec::default(), 2);
+    let Target::Classes { labels, .. } = &two.target else {
+        panic!("classes")
+    };
+    for f in 0..2 {
+        let m = |k: u32| {
+            let rows: Vec<usize> = (0..1000).filter(|&i| labels[i] == k).collect();
+            rows.iter().map(|&i| two.row(i)[f]).sum::<f64>() / rows.len() as f64
+        };
+        assert!(m(0) < -0.5 && m(1) > 0.5, "feature {f}");
+    }
 }
 
 #[test]

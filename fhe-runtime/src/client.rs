@@ -33,39 +33,15 @@ impl Client {
     }
 
     /// Encrypt input codes (`features` values in `[0, 2^bits - 1]`) as LWE ciphertexts under
-    /// the big key, each `x · Δ_in` on the torus.
+    /// the big key, each `x · Δ_in` on the torus: the codes are packed into seeded GLWE
+    /// ciphertexts as for sending ([`Client::encrypt_batch`]) and extracted as a server does
+    /// ([`InputBatch::decompress`]), so in-process runs encrypt exactly as deployed ones.
     ///
     /// # Errors
     /// [`RuntimeError::Circuit`] for a wrong length or an out-of-range code.
     pub fn encrypt(&self, codes: &[i32]) -> Result<Vec<LweCiphertextOwned<u64>>, RuntimeError> {
-        self.circuit.check_input(codes)?;
-        let p = &self.key.params.set;
-        let size = LweSize(self.key.params.big_dim() + 1);
-        let plain = self.plaintexts(codes);
-        let mut list = LweCiphertextList::new(
-            0u64,
-            size,
-            LweCiphertextCount(codes.len()),
-            p.ciphertext_modulus,
-        );
-        {
-            // Drawing a mask word takes 8 byte draws from the CSPRNG, which dominates a
-            // PBS-free circuit's latency (784 inputs × 2048 words for MNIST): spread the
-            // ciphertexts over the rayon pool (tfhe-rs forks one generator per ciphertext).
-            let mut gen = self.key.encryption.lock().expect("encryption generator");
-            par_encrypt_lwe_ciphertext_list(
-                &self.key.big_sk,
-                &mut list,
-                &plain,
-                p.glwe_noise_distribution,
-                &mut *gen,
-            );
-        }
-        Ok(list
-            .as_ref()
-            .chunks_exact(size.0)
-            .map(|words| LweCiphertext::from_container(words.to_vec(), p.ciphertext_modulus))
-            .collect())
+        let batch = self.encrypt_batch(std::slice::from_ref(&codes.to_vec()))?;
+        Ok(batch.decompress().pop().expect("one sample in, one out"))
     }
 
     /// Input codes on the torus: `x · Δ_in` each.
@@ -79,9 +55,11 @@ impl Client {
         )
     }
 
-    /// Encrypt a batch of samples' input codes as seeded ciphertext lists (one fresh random
-    /// compression seed per sample; tfhe-rs `par_encrypt_seeded_lwe_ciphertext_list`), for
-    /// sending to a server.
+    /// Encrypt a batch of samples' input codes for sending to a server: per sample, the
+    /// codes `x · Δ_in` as the coefficients of `⌈features / N⌉` seeded GLWE ciphertexts under
+    /// the GLWE key with the parameter set's GLWE noise (one fresh random compression seed per
+    /// sample; tfhe-rs `encrypt_seeded_glwe_ciphertext_list`), of which the first `features`
+    /// body coefficients are kept (layout: [`crate::messages`]).
     ///
     /// # Errors
     /// [`RuntimeError::Circuit`] for a sample of the wrong length or with an out-of-range code;
@@ -95,37 +73,39 @@ impl Client {
             )));
         }
         let c = &*self.circuit;
-        let p = &self.key.params.set;
-        let lwe_size = LweSize(self.key.params.big_dim() + 1);
+        let params = &self.key.params;
+        let p = &params.set;
+        let n = p.polynomial_size.0;
+        let glwe_key = GlweSecretKey::from_container(self.key.big_sk.as_ref(), p.polynomial_size);
         let mut seeder = new_seeder();
-        let mut seeds = Vec::with_capacity(samples.len());
-        let mut lists = Vec::with_capacity(samples.len());
+        let mut batch = InputBatch::empty(self.key.key_id, params, samples.len());
         for codes in samples {
             c.check_input(codes)?;
+            let glwes = codes.len().div_ceil(n);
+            let mut plain = self.plaintexts(codes).into_container();
+            plain.resize(glwes * n, 0);
             let seed = crate::wire::random_u128();
-            let plain = self.plaintexts(codes);
-            let mut list = SeededLweCiphertextList::new(
+            let mut list = SeededGlweCiphertextList::new(
                 0u64,
-                lwe_size,
-                LweCiphertextCount(codes.len()),
+                p.glwe_dimension.to_glwe_size(),
+                p.polynomial_size,
+                GlweCiphertextCount(glwes),
                 CompressionSeed::from(Seed(seed)),
                 p.ciphertext_modulus,
             );
-            par_encrypt_seeded_lwe_ciphertext_list(
-                &self.key.big_sk,
+            encrypt_seeded_glwe_ciphertext_list(
+                &glwe_key,
                 &mut list,
-                &plain,
+                &PlaintextList::from_container(plain),
                 p.glwe_noise_distribution,
                 seeder.as_mut(),
             );
-            seeds.push(seed);
-            lists.push(list);
+            let mut bodies = list.into_container();
+            bodies.truncate(codes.len());
+            batch.seeds.push(seed);
+            batch.bodies.push(bodies);
         }
-        Ok(InputBatch {
-            key_id: self.key.key_id,
-            seeds,
-            samples: lists,
-        })
+        Ok(batch)
     }
 
     /// Decrypt a batch of outputs received from a server: per sample, the output layer's

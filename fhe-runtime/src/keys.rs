@@ -28,7 +28,6 @@ pub struct ClientKey {
     pub(crate) key_id: [u8; 16],
     /// The big LWE key (dimension k·N) that ciphertexts live under between operations.
     pub(crate) big_sk: LweSecretKeyOwned<u64>,
-    pub(crate) encryption: std::sync::Mutex<EncryptionRandomGenerator<DefaultRandomGenerator>>,
 }
 
 /// The server's evaluation keys: the Fourier bootstrapping key (small → big) and the keyswitch
@@ -84,12 +83,6 @@ impl EvalKey {
     pub fn key_id(&self) -> [u8; 16] {
         self.key_id
     }
-}
-
-fn new_enc_generator() -> EncryptionRandomGenerator<DefaultRandomGenerator> {
-    let mut seeder = new_seeder();
-    let seeder = seeder.as_mut();
-    EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder)
 }
 
 fn seeded_bsk(params: &FheParams, seed: u128, data: Vec<u64>) -> SeededLweBootstrapKeyOwned<u64> {
@@ -174,7 +167,6 @@ impl ClientKey {
             params,
             key_id,
             big_sk: big_sk.clone(),
-            encryption: std::sync::Mutex::new(new_enc_generator()),
         };
         if !with_pbs {
             let eval = CompressedEvalKey {
@@ -291,7 +283,6 @@ impl ClientKey {
             params,
             key_id: h.key_id,
             big_sk,
-            encryption: std::sync::Mutex::new(new_enc_generator()),
         })
     }
 

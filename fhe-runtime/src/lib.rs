@@ -9,14 +9,18 @@
 //! * [`server`]: circuit evaluation: per hidden neuron a GEMM row over ciphertexts, a keyswitch,
 //!   the centered modulus switch and a blind rotation through the neuron's LUT, spread over
 //!   threads with rayon;
+//! * [`backend`]: how a layer's KS + PBS run — on the CPU one at a time or in batches that share
+//!   one pass over the keys;
 //! * [`wire`], [`messages`]: the versioned, checksummed envelopes that keys and ciphertext
 //!   batches travel in (seeded evaluation keys and inputs, modulus-switched outputs), each
 //!   validated before anything is allocated;
 //! * [`compile`]: the noise check that refuses circuits whose gross-error probability per PBS
 //!   exceeds a target.
 
+pub mod backend;
 pub mod client;
 pub mod compile;
+mod cpu_batch;
 pub mod error;
 pub mod keys;
 pub mod messages;
@@ -24,6 +28,7 @@ pub mod params;
 pub mod server;
 pub mod wire;
 
+pub use backend::Backend;
 pub use client::Client;
 pub use compile::{compile, CompileError, CompileReport};
 pub use error::RuntimeError;

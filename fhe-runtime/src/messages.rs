@@ -1,9 +1,15 @@
 //! Ciphertext batches as they travel between client and server, in [`crate::wire`] envelopes.
 //!
-//! * [`InputBatch`]: per sample one *seeded* LWE ciphertext list under the big key
-//!   (tfhe-rs `SeededLweCiphertextList`: the masks are regenerated from a 128-bit seed, so a
-//!   ciphertext costs its 8-byte body). Payload: `u32` samples `S`, `u32` inputs per sample `C`,
-//!   then per sample a `u128` seed and `C` `u64` bodies.
+//! * [`InputBatch`]: per sample the `C` input codes packed into the coefficients of
+//!   `⌈C / N⌉` *seeded* GLWE ciphertexts under the GLWE key (tfhe-rs `SeededGlweCiphertextList`:
+//!   the masks are regenerated from a 128-bit seed), of which only the first `C` body
+//!   coefficients travel, so an input costs 8 bytes. The server regenerates the masks and
+//!   extracts input `i` as an LWE ciphertext under the big key (the GLWE key read as an LWE
+//!   key) with `extract_lwe_sample_from_glwe_ciphertext` at degree `i mod N`. Each input keeps
+//!   its own fresh GLWE noise; encryption draws `k·N` mask words per `N` inputs instead of per
+//!   input. Payload: `u32` samples `S`, `u32` inputs per sample `C`, then per sample a `u128`
+//!   seed and `C` `u64` body coefficients (envelope kind 5; kind 3 was one seeded LWE list per
+//!   sample and is refused with a message to re-encrypt).
 //! * [`OutputBatch`]: per sample the output layer's `d_out` ciphertexts, each coefficient
 //!   modulus-switched from 2^64 to 2^32 (rounded to nearest), which halves them. Payload: `u32`
 //!   samples, `u32` outputs per sample, `u32` words per ciphertext (`k·N + 1`), then the `u32`
@@ -15,6 +21,7 @@ use crate::error::RuntimeError;
 use crate::keys::{envelope_limit, header, params_of, read_bounded, write_atomic};
 use crate::wire::{self, Expect, Kind, Reader};
 use qfhe_circuit::Circuit;
+use rayon::prelude::*;
 use std::path::Path;
 use tfhe::core_crypto::commons::math::random::{CompressionSeed, Seed};
 use tfhe::core_crypto::prelude::*;
@@ -32,11 +39,15 @@ pub fn output_switch_sigma_torus(big_dim: usize) -> f64 {
     q * ((1.0 + big_dim as f64 / 2.0) / 12.0).sqrt()
 }
 
-/// Encrypted inputs of a batch of samples (seeded ciphertext lists).
+/// Encrypted inputs of a batch of samples (packed in seeded GLWE ciphertexts).
 pub struct InputBatch {
     pub(crate) key_id: [u8; 16],
     pub(crate) seeds: Vec<u128>,
-    pub(crate) samples: Vec<SeededLweCiphertextListOwned<u64>>,
+    /// Per sample, the first `C` body coefficients of its GLWE ciphertexts.
+    pub(crate) bodies: Vec<Vec<u64>>,
+    pub(crate) glwe_size: GlweSize,
+    pub(crate) poly_size: PolynomialSize,
+    pub(crate) modulus: CiphertextModulus<u64>,
 }
 
 /// Encrypted outputs of a batch of samples, modulus-switched to [`OUTPUT_WIRE_BITS`].
@@ -60,17 +71,29 @@ fn bad(kind: Kind, reason: String) -> RuntimeError {
 impl InputBatch {
     /// Number of samples.
     pub fn len(&self) -> usize {
-        self.samples.len()
+        self.bodies.len()
     }
 
     /// True for a batch without samples.
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
+        self.bodies.is_empty()
     }
 
     /// The id of the key the inputs are encrypted under.
     pub fn key_id(&self) -> [u8; 16] {
         self.key_id
+    }
+
+    /// An empty batch under `key_id` for `params`' GLWE shape.
+    pub(crate) fn empty(key_id: [u8; 16], params: &crate::FheParams, samples: usize) -> Self {
+        Self {
+            key_id,
+            seeds: Vec::with_capacity(samples),
+            bodies: Vec::with_capacity(samples),
+            glwe_size: params.set.glwe_dimension.to_glwe_size(),
+            poly_size: params.set.polynomial_size,
+            modulus: params.set.ciphertext_modulus,
+        }
     }
 
     /// Payload bytes of `samples` samples of `inputs` ciphertexts each.
@@ -89,9 +112,9 @@ impl InputBatch {
             Vec::with_capacity(Self::payload_bytes(self.len() as u64, c as u64) as usize);
         payload.extend_from_slice(&(self.len() as u32).to_le_bytes());
         payload.extend_from_slice(&(c as u32).to_le_bytes());
-        for (seed, list) in self.seeds.iter().zip(&self.samples) {
+        for (seed, bodies) in self.seeds.iter().zip(&self.bodies) {
             payload.extend_from_slice(&seed.to_le_bytes());
-            wire::put_u64s(&mut payload, list.as_ref());
+            wire::put_u64s(&mut payload, bodies);
         }
         Ok(wire::seal(
             &header(Kind::Inputs, &params, circuit, self.key_id),
@@ -145,41 +168,49 @@ impl InputBatch {
                 ),
             ));
         }
-        let lwe_size = LweSize(params.big_dim() + 1);
-        let cm = params.set.ciphertext_modulus;
-        let mut seeds = Vec::with_capacity(samples as usize);
-        let mut lists = Vec::with_capacity(samples as usize);
+        let mut batch = InputBatch::empty(h.key_id, &params, samples as usize);
         for _ in 0..samples {
-            let seed = r.u128("a sample's seed")?;
-            let bodies = r.u64s(c as usize, "a sample's ciphertexts")?;
-            seeds.push(seed);
-            lists.push(SeededLweCiphertextList::from_container(
-                bodies,
-                lwe_size,
-                CompressionSeed::from(Seed(seed)),
-                cm,
-            ));
+            batch.seeds.push(r.u128("a sample's seed")?);
+            batch
+                .bodies
+                .push(r.u64s(c as usize, "a sample's ciphertexts")?);
         }
         r.finish()?;
-        Ok(InputBatch {
-            key_id: h.key_id,
-            seeds,
-            samples: lists,
-        })
+        Ok(batch)
     }
 
-    /// Regenerate the masks: per sample the circuit's input ciphertexts under the big key
-    /// (tfhe-rs `SeededLweCiphertextList::par_decompress_into_lwe_ciphertext_list`).
+    /// Regenerate the masks and extract the inputs: per sample the circuit's input ciphertexts
+    /// under the big key (tfhe-rs `SeededGlweCiphertextList::decompress_into_glwe_ciphertext_list`,
+    /// then `extract_lwe_sample_from_glwe_ciphertext` per input), samples in parallel.
     pub fn decompress(&self) -> Vec<Vec<LweCiphertextOwned<u64>>> {
-        self.samples
-            .iter()
-            .map(|list| {
-                let full = list.clone().par_decompress_into_lwe_ciphertext_list();
-                full.iter()
-                    .map(|ct| {
-                        LweCiphertext::from_container(ct.as_ref().to_vec(), ct.ciphertext_modulus())
-                    })
-                    .collect()
+        self.bodies
+            .par_iter()
+            .zip(&self.seeds)
+            .map(|(bodies, &seed)| self.unpack(bodies, seed))
+            .collect()
+    }
+
+    fn unpack(&self, bodies: &[u64], seed: u128) -> Vec<LweCiphertextOwned<u64>> {
+        let n = self.poly_size.0;
+        let glwes = bodies.len().div_ceil(n);
+        // Body coefficients past the inputs were not sent; extraction never reads them.
+        let mut container = bodies.to_vec();
+        container.resize(glwes * n, 0);
+        let list = SeededGlweCiphertextList::from_container(
+            container,
+            self.glwe_size,
+            self.poly_size,
+            CompressionSeed::from(Seed(seed)),
+            self.modulus,
+        )
+        .decompress_into_glwe_ciphertext_list();
+        let lwe_size = LweSize(self.glwe_size.to_glwe_dimension().0 * n + 1);
+        (0..bodies.len())
+            .map(|i| {
+                let mut ct = LweCiphertext::new(0u64, lwe_size, self.modulus);
+                let glwe = list.get(i / n);
+                extract_lwe_sample_from_glwe_ciphertext(&glwe, &mut ct, MonomialDegree(i % n));
+                ct
             })
             .collect()
     }

@@ -1,5 +1,7 @@
 //! The server: evaluates a circuit on ciphertexts with the evaluation keys only.
 
+use crate::backend::{Backend, LayerJobs};
+use crate::cpu_batch;
 use crate::keys::EvalKey;
 use crate::params::FheParams;
 use qfhe_circuit::{Circuit, Source, Stage};
@@ -37,13 +39,7 @@ pub struct Server {
     key: Arc<EvalKey>,
     /// `luts[s][j]`: the trivially encrypted GLWE LUT of neuron `j` of stage `s`.
     luts: Vec<Vec<GlweCiphertextOwned<u64>>>,
-}
-
-/// Per-thread scratch space for KS + PBS.
-struct Scratch {
-    small: LweCiphertextOwned<u64>,
-    buffers: ComputationBuffers,
-    fft: Fft,
+    backend: Backend,
 }
 
 impl Server {
@@ -57,6 +53,18 @@ impl Server {
     /// [`RuntimeError::Input`] if the circuit has PBS and the key holds no BSK and KSK (keys
     /// made by [`crate::ClientKey::generate_for`] for a circuit without PBS).
     pub fn new(circuit: Arc<Circuit>, key: Arc<EvalKey>) -> Result<Self, RuntimeError> {
+        Self::with_backend(circuit, key, Backend::default())
+    }
+
+    /// As [`Server::new`], running the KS + PBS on `backend`.
+    ///
+    /// # Errors
+    /// As [`Server::new`].
+    pub fn with_backend(
+        circuit: Arc<Circuit>,
+        key: Arc<EvalKey>,
+        backend: Backend,
+    ) -> Result<Self, RuntimeError> {
         check_params(&circuit, &key.params)?;
         if circuit.pbs_count() > 0 && !key.has_pbs_keys() {
             return Err(RuntimeError::Input(format!(
@@ -86,26 +94,26 @@ impl Server {
                     .collect()
             })
             .collect();
-        Ok(Self { circuit, key, luts })
+        Ok(Self {
+            circuit,
+            key,
+            luts,
+            backend,
+        })
     }
 
-    fn scratch(&self) -> Scratch {
-        let p = &self.key.params.set;
-        let fft = Fft::new(p.polynomial_size);
-        let mut buffers = ComputationBuffers::new();
-        buffers.resize(
-            blind_rotate_assign_mem_optimized_requirement::<u64>(
-                p.glwe_dimension.to_glwe_size(),
-                p.polynomial_size,
-                fft.as_view(),
-            )
-            .unaligned_bytes_required(),
-        );
-        Scratch {
-            small: LweCiphertext::new(0u64, p.lwe_dimension.to_lwe_size(), p.ciphertext_modulus),
-            buffers,
-            fft,
-        }
+    /// The backend that runs this server's KS + PBS.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The evaluation key's KS + PBS keys (a circuit with stages always has them: see
+    /// [`Server::with_backend`]).
+    fn pbs_keys(&self) -> &crate::keys::PbsKeys {
+        self.key
+            .pbs
+            .as_ref()
+            .expect("Server::new refuses a circuit with PBS and a key without PBS keys")
     }
 
     /// Evaluate the circuit on the encrypted inputs of one sample, keeping every stage's PBS
@@ -176,10 +184,10 @@ impl Server {
     }
 
     /// Evaluate the circuit on a batch of samples' encrypted inputs (`batch[s]`: the circuit's
-    /// `features` ciphertexts of sample `s`). Stage by stage, every (sample, neuron) pair runs
-    /// in parallel on the rayon pool (GEMM row over the stage's sources, keyswitch, centered
-    /// modulus switch, blind rotation, sample extraction), so a batch keeps all threads busy
-    /// even on narrow stages. Without `keep_stages`, a stage's outputs are freed once its last
+    /// `features` ciphertexts of sample `s`). Stage by stage, every (sample, neuron) pair is one
+    /// job of the server's [`Backend`] (GEMM row over the stage's sources, keyswitch, centered
+    /// modulus switch, blind rotation, sample extraction), all of a stage's jobs handed over at
+    /// once, so a batch keeps all threads busy even on narrow stages. Without `keep_stages`, a stage's outputs are freed once its last
     /// reader has run.
     ///
     /// # Errors
@@ -207,26 +215,29 @@ impl Server {
                 .map(|s| gather(&stage.gemm, batch[s], &outputs, s))
                 .collect();
             let units = c.delta_in_units(k);
-            let flat: Vec<_> = (0..b * d)
-                .into_par_iter()
-                .map_init(
-                    || self.scratch(),
-                    |scratch, i| {
-                        let (s, j) = (i / d, i % d);
-                        let n = &stage.neurons[j];
-                        // Half a phase unit keeps every phase off the slot boundaries.
-                        let offset = (n.offset as u64).wrapping_mul(tpu).wrapping_add(tpu / 2);
-                        let acc = gemm_row(
-                            stage.gemm.row(j),
-                            stage.gemm.row_inputs(j),
-                            n.mult / units,
-                            &gathered[s],
-                            offset,
-                        );
-                        self.bootstrap(&acc, &self.luts[k][j], scratch)
-                    },
+            let accumulator = |i: usize| {
+                let (s, j) = (i / d, i % d);
+                let n = &stage.neurons[j];
+                // Half a phase unit keeps every phase off the slot boundaries.
+                let offset = (n.offset as u64).wrapping_mul(tpu).wrapping_add(tpu / 2);
+                gemm_row(
+                    stage.gemm.row(j),
+                    stage.gemm.row_inputs(j),
+                    n.mult / units,
+                    &gathered[s],
+                    offset,
                 )
-                .collect();
+            };
+            let flat = self.backend.run(
+                self.pbs_keys(),
+                &self.key.params,
+                &LayerJobs {
+                    count: b * d,
+                    accumulator: &accumulator,
+                    lut_index: &|i| i % d,
+                    luts: &self.luts[k],
+                },
+            );
             let mut it = flat.into_iter();
             outputs.push((0..b).map(|_| it.by_ref().take(d).collect()).collect());
             live += d;
@@ -276,37 +287,6 @@ impl Server {
     /// Bytes of one LWE ciphertext under the big (GLWE-extracted) key: `(k·N + 1) · 8`.
     pub fn ciphertext_bytes(&self) -> usize {
         (self.key.params.big_dim() + 1) * std::mem::size_of::<u64>()
-    }
-
-    /// KS → centered modulus switch → blind rotation → sample extraction.
-    fn bootstrap(
-        &self,
-        acc: &LweCiphertextOwned<u64>,
-        lut: &GlweCiphertextOwned<u64>,
-        s: &mut Scratch,
-    ) -> LweCiphertextOwned<u64> {
-        let p = &self.key.params.set;
-        let keys = self
-            .key
-            .pbs
-            .as_ref()
-            .expect("Server::new refuses a circuit with PBS and a key without PBS keys");
-        keyswitch_lwe_ciphertext(&keys.ksk, acc, &mut s.small);
-        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
-            s.small.as_view(),
-            p.polynomial_size.to_blind_rotation_input_modulus_log(),
-        );
-        let mut glwe = lut.clone();
-        blind_rotate_assign_mem_optimized(
-            &msed,
-            &mut glwe,
-            &keys.bsk,
-            s.fft.as_view(),
-            s.buffers.stack(),
-        );
-        let mut out = LweCiphertext::new(0u64, acc.lwe_size(), p.ciphertext_modulus);
-        extract_lwe_sample_from_glwe_ciphertext(&glwe, &mut out, MonomialDegree(0));
-        out
     }
 
     /// The evaluation key.
@@ -385,7 +365,7 @@ pub fn gemm_row(
 }
 
 impl Server {
-    /// Measured PBS throughput of the rayon pool, in seconds per KS+PBS (0 for a circuit
+    /// Measured PBS throughput of the server's backend on the rayon pool, in seconds per KS+PBS (0 for a circuit
     /// without stages): `count` bootstraps of
     /// random-looking ciphertexts (random masks and bodies; all-zero inputs would skip work and
     /// time 100× too fast) through the first stage's LUTs in turn, so that, as in a real layer,
@@ -396,14 +376,16 @@ impl Server {
         };
         let inputs = random_ciphertexts(count, self.key.params.big_dim());
         let start = std::time::Instant::now();
-        let _out: Vec<_> = inputs
-            .par_iter()
-            .enumerate()
-            .map_init(
-                || self.scratch(),
-                |s, (i, ct)| self.bootstrap(ct, &luts[i % luts.len()], s),
-            )
-            .collect();
+        let _out = self.backend.run(
+            self.pbs_keys(),
+            &self.key.params,
+            &LayerJobs {
+                count,
+                accumulator: &|i| inputs[i].clone(),
+                lut_index: &|i| i % luts.len(),
+                luts,
+            },
+        );
         start.elapsed().as_secs_f64() / count as f64
     }
 }
@@ -415,8 +397,9 @@ impl Server {
     /// # Panics
     /// If the circuit has no stage.
     pub fn bootstrap_one(&self, ct: &LweCiphertextOwned<u64>) -> LweCiphertextOwned<u64> {
-        let mut s = self.scratch();
-        self.bootstrap(ct, &self.luts[0][0], &mut s)
+        let params = &self.key.params;
+        let mut s = cpu_batch::Scratch::new(params, 1);
+        cpu_batch::bootstrap_one(self.pbs_keys(), params, ct, &self.luts[0][0], &mut s)
     }
 }
 

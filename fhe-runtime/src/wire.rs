@@ -34,6 +34,9 @@ pub const MAX_PARAMS_NAME: usize = 64;
 /// Bytes of a SHA-256 digest.
 pub const DIGEST_BYTES: usize = 32;
 
+/// The kind byte of inputs written before they were packed in GLWE ciphertexts.
+const LEGACY_INPUTS: u8 = 3;
+
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -41,8 +44,9 @@ pub enum Kind {
     ClientKey = 1,
     /// The evaluation key (seeded BSK and KSK, `eval.key`): what a server needs.
     EvalKey = 2,
-    /// A batch of seeded input ciphertexts.
-    Inputs = 3,
+    /// A batch of input ciphertexts packed in seeded GLWE ciphertexts (kind 3, one seeded LWE
+    /// list per sample, is no longer read).
+    Inputs = 5,
     /// A batch of output ciphertexts.
     Outputs = 4,
 }
@@ -146,6 +150,11 @@ pub fn open<'b>(bytes: &'b [u8], expect: Expect<'_>) -> Result<(Header, &'b [u8]
         )));
     }
     let kind_byte = r.u8("the kind")?;
+    if kind_byte == LEGACY_INPUTS && expect.kind == Kind::Inputs {
+        return Err(bad(
+            "inputs in the earlier layout (one seeded LWE ciphertext per input): encrypt them again with this version of qfhe (`qfhe encrypt`)".into(),
+        ));
+    }
     let kind =
         Kind::from_byte(kind_byte).ok_or_else(|| bad(format!("unknown kind byte {kind_byte}")))?;
     if kind != expect.kind {

@@ -361,3 +361,16 @@ fn a_key_without_pbs_keys_is_refused_for_a_circuit_with_pbs() {
     assert!(matches!(err, RuntimeError::Input(_)), "{err}");
     assert!(err.to_string().contains("PBS per sample"), "{err}");
 }
+
+#[test]
+fn inputs_in_the_earlier_layout_are_refused_with_what_to_do() {
+    let f = fixture();
+    let mut b = f.inputs.clone();
+    // magic (4 bytes), version (2), then the kind byte: 3 was one seeded LWE list per sample.
+    b[6] = 3;
+    let err = InputBatch::from_bytes(&reseal(b), &f.circuit, 16)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("encrypt them again"), "{err}");
+}

@@ -5,7 +5,9 @@ use crate::fit::Model;
 use crate::{Error, Result};
 use qfhe_circuit::{Circuit, Metric, NoiseModel};
 use qfhe_datasets::ImageSet;
-use qfhe_fhe_runtime::{compile, Client, ClientKey, CompileReport, EvalKey, FheParams, Server};
+use qfhe_fhe_runtime::{
+    compile, Backend, Client, ClientKey, CompileReport, EvalKey, FheParams, Server,
+};
 use rand::SeedableRng;
 use rayon::prelude::*;
 use std::path::Path;
@@ -54,6 +56,7 @@ pub struct Compiled {
     params: FheParams,
     report: CompileReport,
     keys: OnceLock<(Arc<ClientKey>, Arc<EvalKey>)>,
+    backend: Backend,
 }
 
 impl Model {
@@ -120,6 +123,7 @@ impl Compiled {
             params,
             report,
             keys: OnceLock::new(),
+            backend: Backend::default(),
         })
     }
 
@@ -138,6 +142,18 @@ impl Compiled {
     /// [`Error::Circuit`] when it cannot be written.
     pub fn save(&self, path: &Path) -> Result<()> {
         Ok(self.circuit.save(path)?)
+    }
+
+    /// Run [`Mode::Fhe`] predictions' KS + PBS on `backend` (default: the CPU in batches of
+    /// [`Backend::DEFAULT_CPU_BATCH`]); predictions are the same on every backend.
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// The PBS backend of [`Mode::Fhe`] predictions.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The circuit.
@@ -223,7 +239,8 @@ impl Compiled {
             }
             Mode::Fhe => {
                 let (client_key, eval_key) = self.keys();
-                let server = Server::new(self.circuit.clone(), eval_key.clone())?;
+                let server =
+                    Server::with_backend(self.circuit.clone(), eval_key.clone(), self.backend)?;
                 let client = Client::new(client_key.clone(), self.circuit.clone())?;
                 samples
                     .iter()

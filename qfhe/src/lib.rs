@@ -61,6 +61,7 @@ pub use qfhe_circuit::{Circuit, Metric, Readout};
 pub use qfhe_core::{Activation, LayerSpec, ModelSpec, QuantSpec};
 pub use qfhe_datasets::{Dataset, ImageSet, Table};
 pub use qfhe_export::LinearQuant;
+pub use qfhe_fhe_runtime::Backend;
 pub use qfhe_train::{DeviceChoice, TrainConfig, TrainEvent, TrainReport};
 pub use qfhe_train::{LinearKind, LinearTrainConfig};
 pub use qfhe_trees::{

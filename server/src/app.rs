@@ -41,10 +41,13 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Most registrations the keys directory may hold.
     pub max_keys: usize,
+    /// Where each evaluation's KS + PBS run.
+    pub backend: qfhe_fhe_runtime::Backend,
 }
 
 impl ServeConfig {
-    /// Defaults: all cores, 16 jobs, 64 samples per request, 1 GiB of keys, 300 s, 1000 keys.
+    /// Defaults: all cores, 16 jobs, 64 samples per request, 1 GiB of keys, 300 s, 1000 keys,
+    /// the default CPU backend.
     pub fn new(keys_dir: PathBuf) -> Self {
         Self {
             keys_dir,
@@ -54,6 +57,7 @@ impl ServeConfig {
             key_cache_bytes: 1 << 30,
             request_timeout: Duration::from_secs(300),
             max_keys: 1000,
+            backend: qfhe_fhe_runtime::Backend::default(),
         }
     }
 }
@@ -214,8 +218,12 @@ impl App {
         let key = CompressedEvalKey::from_bytes(&envelope, &self.circuit)
             .map_err(|e| ApiError::internal(format!("stored key {}: {e}", id.hex())))?;
         let server = Arc::new(
-            Server::new(self.circuit.clone(), Arc::new(key.decompress()))
-                .map_err(|e| ApiError::internal(e.to_string()))?,
+            Server::with_backend(
+                self.circuit.clone(),
+                Arc::new(key.decompress()),
+                self.config.backend,
+            )
+            .map_err(|e| ApiError::internal(e.to_string()))?,
         );
         self.cache.insert(*id, server.clone(), hash);
         Ok(server)
@@ -357,8 +365,12 @@ async fn register(
                 .save(&id, &hash, &body)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             let client_key_id = qfhe_fhe_runtime::wire::hex(&key.key_id());
-            let server = Server::new(job.circuit.clone(), Arc::new(key.decompress()))
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let server = Server::with_backend(
+                job.circuit.clone(),
+                Arc::new(key.decompress()),
+                job.config.backend,
+            )
+            .map_err(|e| ApiError::internal(e.to_string()))?;
             job.cache.insert(id, Arc::new(server), hash);
             Ok(KeyRegistered {
                 key_id: id.hex(),

@@ -42,11 +42,22 @@ pub struct ServeArgs {
     /// Most registered keys kept in the keys folder.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000).map(|v| v as usize))]
     pub max_keys: usize,
+    /// PBS backend: cpu (tfhe-rs on the CPU), or gpu (tfhe-rs's CUDA backend, in builds that
+    /// include it).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
+    pub backend: String,
+    /// PBS per pass over the evaluation keys on the cpu backend (default 32; 1 runs one PBS at a
+    /// time).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256).map(|v| v as usize))]
+    pub pbs_batch: Option<usize>,
 }
 
 impl ServeArgs {
     /// The configuration these options describe.
-    pub fn config(&self) -> ServeConfig {
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] for a backend this build cannot run.
+    pub fn config(&self) -> Result<ServeConfig, ServerError> {
         let mut config = ServeConfig::new(self.keys_dir.clone());
         config.threads = self.threads;
         config.max_queue = self.max_queue;
@@ -54,7 +65,9 @@ impl ServeArgs {
         config.key_cache_bytes = self.key_cache_mb << 20;
         config.request_timeout = Duration::from_secs(self.request_timeout_s);
         config.max_keys = self.max_keys;
-        config
+        config.backend = qfhe_fhe_runtime::Backend::from_name(&self.backend, self.pbs_batch)
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        Ok(config)
     }
 }
 
@@ -69,7 +82,7 @@ pub fn run(args: &ServeArgs, announce: impl FnOnce(String)) -> Result<(), Server
         Circuit::load(&args.circuit)
             .map_err(|e| ServerError::Config(format!("{}: {e}", args.circuit.display())))?,
     );
-    let app = App::new(circuit, args.config())?;
+    let app = App::new(circuit, args.config()?)?;
     let info = app.info().clone();
     crate::run_until_signal(args.addr, app, |addr| {
         announce(format!(
