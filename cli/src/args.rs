@@ -349,6 +349,14 @@ pub struct EvalArgs {
     pub circuit: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
+    /// Seed of a table's train/test split: give the `--seed` the circuit's `qfhe run` had, so
+    /// the test rows are the rows it held out.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Score reported for tables: accuracy or f1 (classification), r2 (regression); default
+    /// accuracy, or r2 for a regression.
+    #[arg(long, value_parser = ["accuracy", "f1", "r2"])]
+    pub metric: Option<String>,
     #[command(flatten)]
     pub fhe: FheArgs,
     /// Folder for report.json and report.md.
@@ -370,6 +378,11 @@ pub struct RunArgs {
     /// Deepest split level of each tree (defaults: tree 5, forest 4, boosting 3).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=15).map(|v| v as usize))]
     pub max_depth: Option<usize>,
+    /// What a tree ensemble is trained on: `values` (the raw features; the thresholds are then
+    /// moved onto the feature codes, so the circuit computes the fp32 ensemble up to a code's
+    /// width) or `codes` (the quantized features themselves: another ensemble than fp32's).
+    #[arg(long, value_parser = ["values", "codes"], default_value = "values")]
+    pub tree_fit: String,
     /// A gradient-boosted ensemble trained elsewhere: an XGBoost model saved as JSON
     /// (`booster.save_model("model.json")`; objectives binary:logistic, multi:softprob,
     /// multi:softmax, reg:squarederror). It is quantized onto the training rows' feature codes

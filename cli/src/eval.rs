@@ -352,17 +352,16 @@ pub fn finish(report: &Report, out: &Path) -> anyhow::Result<()> {
 pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
     args.fhe.backend.backend()?;
     let circuit = Circuit::load(&args.circuit)?;
-    let data = crate::data::load(&args.data)?;
+    let set = if crate::data::is_tabular(&args.data) {
+        crate::tabular::eval_set(&circuit, &args.data, args.seed, args.metric.as_deref())?
+    } else {
+        EvalSet::images(&circuit, &crate::data::load(&args.data)?)?
+    };
     let name = args
         .circuit
         .file_stem()
         .map_or("circuit".into(), |s| s.to_string_lossy().into_owned());
-    let report = evaluate(
-        &circuit,
-        &EvalSet::images(&circuit, &data)?,
-        &args.fhe,
-        &name,
-    )?;
+    let report = evaluate(&circuit, &set, &args.fhe, &name)?;
     finish(&report, &args.out)
 }
 

@@ -2,15 +2,16 @@
 //! ensemble (comparison and leaf PBS), and report fp32 / quantized / simulated / FHE scores like
 //! the image models.
 
-use crate::args::RunArgs;
+use crate::args::{DataArgs, RunArgs};
 use crate::eval::{evaluate, finish, EvalSet};
 use crate::report::Report;
 use anyhow::{bail, Context};
 use qfhe::datasets::{bundled, CsvOptions, Table, TargetColumn, Task};
 use qfhe::{
-    fit_linear, fit_trees, import_trees, load_xgboost, LinearConfig, LinearKind, Metric, Readout,
-    TreeKind, TreesConfig,
+    fit_linear, fit_trees, import_trees, load_xgboost, FitOn, LinearConfig, LinearKind, Metric,
+    Readout, TreeKind, TreesConfig,
 };
+use qfhe_circuit::Circuit;
 use std::time::Instant;
 
 /// A model for tables.
@@ -52,8 +53,7 @@ fn kind(model: &str) -> anyhow::Result<Kind> {
 /// The training and test tables of `--dataset` / `--data-csv` / `--data-dir`, with their
 /// name: a table is split, an image set keeps its own split (pixels become features in
 /// `[0, 1]`); a CSV's task follows the model.
-fn load(args: &RunArgs, task: Task) -> anyhow::Result<(Table, Table, String)> {
-    let data = &args.data;
+fn load(data: &DataArgs, seed: u64, task: Task) -> anyhow::Result<(Table, Table, String)> {
     if !crate::data::is_tabular(data) {
         let images = crate::data::load(data)?;
         let classes = images.num_classes;
@@ -78,9 +78,44 @@ fn load(args: &RunArgs, task: Task) -> anyhow::Result<(Table, Table, String)> {
         None => (bundled::load(&data.dataset)?, data.dataset.clone()),
     };
     let (train, test) = table
-        .split(data.test_fraction, args.model.seed)
+        .split(data.test_fraction, seed)
         .with_context(|| format!("splitting {name} into training and test rows"))?;
     Ok((train, test, name))
+}
+
+/// The test rows of the table `data` names, split as `qfhe run --seed seed` split them, for
+/// `circuit` (a regression when its readout is a value), scored by `metric` (default accuracy,
+/// or r2 for a regression).
+pub fn eval_set(
+    circuit: &Circuit,
+    data: &DataArgs,
+    seed: u64,
+    metric: Option<&str>,
+) -> anyhow::Result<EvalSet> {
+    let task = match circuit.output.readout {
+        Readout::Value => Task::Regression,
+        _ => Task::Classification,
+    };
+    let metric = match metric {
+        Some(m) => Metric::from_name(m).expect("clap checked the name"),
+        None if task == Task::Regression => Metric::R2,
+        None => Metric::Accuracy,
+    };
+    if metric.is_classification() != (task == Task::Classification) {
+        bail!(
+            "--metric {} does not score this circuit's {}",
+            metric.name(),
+            task_name(task)
+        );
+    }
+    let (_, test, name) = load(data, seed, task)?;
+    Ok(EvalSet {
+        name,
+        codes: qfhe::tabular::codes(circuit, &test)?,
+        targets: qfhe::tabular::targets(&test),
+        metric,
+        fp32: circuit.meta.fp32_accuracy,
+    })
 }
 
 /// Whether `--model` names a model only tables take (a network takes both).
@@ -161,7 +196,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
             }
         );
     }
-    let (train, test, name) = load(args, task)?;
+    let (train, test, name) = load(&args.data, args.model.seed, task)?;
     eprintln!(
         "fitting {model_name} on {name}: {} training rows, {} test rows, {} features",
         train.rows(),
@@ -189,6 +224,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
             cfg.trees.trees = args.trees.unwrap_or(cfg.trees.trees);
             cfg.trees.max_depth = args.max_depth.unwrap_or(cfg.trees.max_depth);
             cfg.trees.seed = args.model.seed;
+            cfg.fit_on = match args.tree_fit.as_str() {
+                "codes" => FitOn::Codes,
+                _ => FitOn::Values,
+            };
             cfg.poly_size = args.model.poly_size;
             let model = match imported {
                 Some(ensemble) => import_trees(ensemble, &train, &name, &cfg)?,

@@ -72,6 +72,34 @@ fn a_csv_with_string_labels_runs_through_a_tree_to_fhe() {
     );
     assert!(report["fhe"]["agreement_with_quantized"].as_f64().unwrap() >= 0.5);
     assert!(out.join("circuit.json").exists());
+
+    // `qfhe eval` on the same CSV splits it as `run` did and scores the circuit the same way.
+    let again = dir.path().join("eval");
+    let eval = qfhe()
+        .args(["eval", "--circuit"])
+        .arg(out.join("circuit.json"))
+        .arg("--data-csv")
+        .arg(&file)
+        .args([
+            "--target",
+            "verdict",
+            "--metric",
+            "f1",
+            "--fhe-samples",
+            "0",
+        ])
+        .args(["--threads", "2", "--out"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert_success(&eval);
+    let evaluated = json(&again.join("report.json"));
+    assert_eq!(evaluated["metric"], "f1");
+    assert_eq!(evaluated["test_samples"], 24);
+    assert_eq!(
+        evaluated["quantized_accuracy"], report["quantized_accuracy"],
+        "{evaluated}"
+    );
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub use qfhe_train::{LinearKind, LinearTrainConfig};
 pub use qfhe_trees::{
     from_xgboost_json, load_xgboost, FloatEnsemble, TreeConfig, TreeKind, TreeQuant,
 };
-pub use trees::{fit_trees, import_trees, TreeModel, TreesConfig};
+pub use trees::{fit_trees, import_trees, FitOn, TreeModel, TreesConfig};
 
 /// Datasets: MNIST (fetched and checksummed), IDX folders, a synthetic set.
 pub use qfhe_datasets as datasets;

@@ -1,8 +1,9 @@
 //! Tree ensembles on tabular data — decision trees, random forests, gradient-boosted trees —
 //! with the fit → compile → predict flow: each feature is quantized to `in_bits` bits
-//! (min–max on the training rows), the ensemble is trained on the codes and lowered to a
-//! circuit of comparison and leaf PBS ([`qfhe_trees::lower`]). The fp32 reference is the same
-//! trainer on the raw values.
+//! (min–max on the training rows), and the ensemble is lowered to a circuit of comparison and
+//! leaf PBS ([`qfhe_trees::lower`]). By default the ensemble is trained on the raw values (the
+//! fp32 reference) and its thresholds are moved onto the codes ([`FitOn::Values`]); it can
+//! also be trained on the codes themselves ([`FitOn::Codes`]).
 
 use crate::compiled::{Compiled, DEFAULT_P_ERROR_LOG2};
 use crate::tabular::{float_rows, labels};
@@ -16,6 +17,21 @@ use qfhe_trees::{
     TreeQuant, TreeTarget,
 };
 
+/// What the circuit's ensemble is trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FitOn {
+    /// The raw feature values: the fp32 ensemble itself, its thresholds then moved onto the
+    /// feature codes ([`FloatEnsemble::quantize`]), so the quantized model is the fp32 model
+    /// up to where a threshold falls inside a code's interval (the default: on Wine, a forest
+    /// keeps its fp32 97.22% where one trained on 6-bit codes reaches 91.67%).
+    #[default]
+    Values,
+    /// The feature codes: a second ensemble, trained on what the circuit sees; `x < v + ½` on
+    /// codes is `code ≤ v` exactly. It is another model than the fp32 one (it sees only
+    /// `2^in_bits` thresholds per feature), so its score can land above or below fp32's.
+    Codes,
+}
+
 /// How to fit a tree ensemble. [`TreesConfig::new`] gives the defaults `qfhe` uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TreesConfig {
@@ -23,6 +39,8 @@ pub struct TreesConfig {
     pub trees: TreeConfig,
     /// Input bits per feature (6) and leaf value bits (8).
     pub quant: TreeQuant,
+    /// What the circuit's ensemble is trained on (raw values).
+    pub fit_on: FitOn,
     /// Polynomial size of the parameter set (2048 or 8192).
     pub poly_size: u32,
 }
@@ -33,6 +51,7 @@ impl TreesConfig {
         Self {
             trees: TreeConfig::new(kind),
             quant: TreeQuant::default(),
+            fit_on: FitOn::default(),
             poly_size: 2048,
         }
     }
@@ -55,9 +74,10 @@ fn encoding(poly_size: u32) -> Result<EncodingConfig> {
     })
 }
 
-/// Fit `cfg.trees.kind` on `train`: once on the raw values (the fp32 reference) and once on
-/// the feature codes (the model the circuit computes), then lower the latter. `dataset` names
-/// the data in the circuit's provenance.
+/// Fit `cfg.trees.kind` on `train` on the raw values (the fp32 reference) and, with
+/// [`FitOn::Codes`], once more on the feature codes; lower the ensemble on codes (the fp32 one
+/// with its thresholds moved onto the codes, or the one trained on them). `dataset` names the
+/// data in the circuit's provenance.
 ///
 /// # Errors
 /// [`Error::Trees`] for data the trainer cannot use or a configuration out of range;
@@ -82,6 +102,10 @@ pub fn fit_trees(train: &Table, dataset: &str, cfg: &TreesConfig) -> Result<Tree
     };
     let float = fit(&x, d, target, &cfg.trees)?;
     let quantizer = FeatureQuantizer::calibrate(&x, d, cfg.quant.in_bits)?;
+    if cfg.fit_on == FitOn::Values {
+        let codes = float.quantize(&quantizer, cfg.quant.in_bits)?;
+        return from_parts(Some(float), codes, quantizer, dataset, cfg);
+    }
     let qmax = (1i32 << cfg.quant.in_bits) - 1;
     let codes: Vec<f32> = quantizer
         .codes(&x, qmax)
