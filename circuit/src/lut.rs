@@ -15,11 +15,29 @@ pub fn neuron_table(
     enc: NeuronEncoding,
     frac_bits: u32,
     poly_size: u32,
+    activation: impl FnMut(f32) -> i32,
+) -> Table {
+    table_at(poly_size, |u| enc.center_acc(u, frac_bits), activation)
+}
+
+/// [`neuron_table`] evaluated at the integer accumulator each slot stands for
+/// ([`NeuronEncoding::integer_acc`]) rather than the slot centre: exact wherever the encoding
+/// resolves integers. Used for models trained without slot rounding (imported).
+pub fn integer_table(
+    enc: NeuronEncoding,
+    frac_bits: u32,
+    poly_size: u32,
+    activation: impl FnMut(f32) -> i32,
+) -> Table {
+    table_at(poly_size, |u| enc.integer_acc(u, frac_bits), activation)
+}
+
+fn table_at(
+    poly_size: u32,
+    read: impl Fn(i64) -> f32,
     mut activation: impl FnMut(f32) -> i32,
 ) -> Table {
-    Table::from_fn(poly_size, |u| {
-        activation(enc.center_acc(u as i64, frac_bits))
-    })
+    Table::from_fn(poly_size, |u| activation(read(u as i64)))
 }
 
 /// [`neuron_table`] of the quantized ReLU `clamp(round((c·k + bias) / s_out), 0, out_qmax)`,

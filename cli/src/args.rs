@@ -25,6 +25,10 @@ pub enum Command {
     /// The results table: linear models, trees and networks on tables and MNIST, each run
     /// through `run` (fp32, quantized, simulated, FHE), into table.md, table.json and table.svg.
     Table(TableArgs),
+    /// Import a quantization-aware model from ONNX (Brevitas QONNX or QCDQ exports), compile it
+    /// and evaluate it: the file's model in floating point, the exact circuit, the noise model
+    /// and FHE, side by side.
+    Import(ImportArgs),
     /// Client: generate a key pair for a circuit (client.key, secret; eval.key, for the server).
     Keygen(KeygenArgs),
     /// Client: encrypt test images into an input file for the server.
@@ -40,6 +44,25 @@ pub enum Command {
     Predict(PredictArgs),
     /// Client: load-test a server with concurrent clients; latency percentiles, throughput.
     LoadTest(LoadTestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The ONNX file (opset 13 to 25): a model whose weights and activations pass through
+    /// quantizers — QONNX `Quant` nodes (`brevitas.export.export_qonnx`) or
+    /// QuantizeLinear/DequantizeLinear (`export_onnx_qcdq`). Images are fed as pixels / 255,
+    /// `[batch, channels, height, width]`.
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// PBS polynomial size of the parameter set (2048 or 8192).
+    #[arg(long, default_value_t = 2048)]
+    pub poly_size: u32,
+    #[command(flatten)]
+    pub fhe: FheArgs,
+    /// Folder for the circuit, the imported model, report.json and report.md.
+    #[arg(long, default_value = "qfhe-out")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -357,11 +380,45 @@ pub struct EvalArgs {
     /// accuracy, or r2 for a regression.
     #[arg(long, value_parser = ["accuracy", "f1", "r2"])]
     pub metric: Option<String>,
+    /// Evaluate these samples instead of a dataset: a NumPy array (float32, shape
+    /// [n, features] or [n, channels, height, width]; images as values on [0, 1]), e.g. to
+    /// compare with the framework a model was trained in. Needs --outputs.
+    #[arg(long, value_name = "X.npy", requires = "outputs")]
+    pub inputs: Option<PathBuf>,
+    /// Where --inputs' outputs go: the dequantized logits, float32 [n, outputs].
+    #[arg(long, value_name = "Y.npy", requires = "inputs")]
+    pub outputs: Option<PathBuf>,
+    /// How --inputs are evaluated: the exact circuit, the noise model (seeded by
+    /// --noise-seed), or real encryption.
+    #[arg(long, value_enum, default_value = "exact")]
+    pub mode: EvalMode,
     #[command(flatten)]
     pub fhe: FheArgs,
     /// Folder for report.json and report.md.
     #[arg(long, default_value = "qfhe-out")]
     pub out: PathBuf,
+}
+
+/// How `qfhe eval --inputs` evaluates.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalMode {
+    /// The circuit in the clear, exactly.
+    Exact,
+    /// The circuit with the FHE noise model's noise.
+    Simulate,
+    /// Real encryption, evaluation and decryption.
+    Fhe,
+}
+
+impl EvalMode {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Simulate => "simulate",
+            Self::Fhe => "fhe",
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -351,6 +351,9 @@ pub fn finish(report: &Report, out: &Path) -> anyhow::Result<()> {
 
 pub fn eval_command(args: &EvalArgs) -> anyhow::Result<()> {
     args.fhe.backend.backend()?;
+    if let (Some(inputs), Some(outputs)) = (&args.inputs, &args.outputs) {
+        return crate::arrays::eval_arrays(args, inputs, outputs);
+    }
     let circuit = Circuit::load(&args.circuit)?;
     let set = if crate::data::is_tabular(&args.data) {
         crate::tabular::eval_set(&circuit, &args.data, args.seed, args.metric.as_deref())?

@@ -1,10 +1,12 @@
 //! `qfhe`: train a quantized network, export it as a TFHE circuit, and run it encrypted.
 
 mod args;
+mod arrays;
 mod data;
 mod deploy;
 mod eval;
 mod image;
+mod import_cmd;
 mod progress;
 mod remote;
 mod report;
@@ -37,6 +39,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Command::Eval(a) => eval::eval_command(&a),
         args::Command::Run(a) => eval::run_command(&a).map(drop),
         args::Command::Table(a) => table_cmd::table(&a),
+        args::Command::Import(a) => import_cmd::import(&a).map(drop),
         args::Command::Keygen(a) => deploy::keygen(&a),
         args::Command::Encrypt(a) => deploy::encrypt(&a),
         args::Command::Infer(a) => deploy::infer(&a),

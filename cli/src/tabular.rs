@@ -96,18 +96,7 @@ pub fn eval_set(
         Readout::Value => Task::Regression,
         _ => Task::Classification,
     };
-    let metric = match metric {
-        Some(m) => Metric::from_name(m).expect("clap checked the name"),
-        None if task == Task::Regression => Metric::R2,
-        None => Metric::Accuracy,
-    };
-    if metric.is_classification() != (task == Task::Classification) {
-        bail!(
-            "--metric {} does not score this circuit's {}",
-            metric.name(),
-            task_name(task)
-        );
-    }
+    let metric = metric_for(task, metric)?;
     let (_, test, name) = load(data, seed, task)?;
     Ok(EvalSet {
         name,
@@ -179,23 +168,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
             );
         }
     }
-    let metric = match args.metric.as_deref() {
-        Some(m) => Metric::from_name(m).expect("clap checked the name"),
-        None if task == Task::Regression => Metric::R2,
-        None => Metric::Accuracy,
-    };
-    if metric.is_classification() != (task == Task::Classification) {
-        bail!(
-            "--metric {} does not score a {}: use {}",
-            metric.name(),
-            task_name(task),
-            if task == Task::Regression {
-                "r2"
-            } else {
-                "accuracy or f1"
-            }
-        );
-    }
+    let metric = metric_for(task, args.metric.as_deref())?;
     let (train, test, name) = load(&args.data, args.model.seed, task)?;
     eprintln!(
         "fitting {model_name} on {name}: {} training rows, {} test rows, {} features",
@@ -285,6 +258,28 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
     finish(&report, &args.out)?;
     println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
     Ok(report)
+}
+
+/// The score `--metric` names for `task` (default accuracy, or r2 for a regression).
+fn metric_for(task: Task, name: Option<&str>) -> anyhow::Result<Metric> {
+    let metric = match name {
+        Some(m) => Metric::from_name(m).expect("clap checked the name"),
+        None if task == Task::Regression => Metric::R2,
+        None => Metric::Accuracy,
+    };
+    if metric.is_classification() != (task == Task::Classification) {
+        bail!(
+            "--metric {} does not score a {}: use {}",
+            metric.name(),
+            task_name(task),
+            if task == Task::Regression {
+                "r2"
+            } else {
+                "accuracy or f1"
+            }
+        );
+    }
+    Ok(metric)
 }
 
 fn task_name(task: Task) -> &'static str {

@@ -188,6 +188,37 @@ impl NeuronEncoding {
         let num = (slot << frac_bits) + (1i64 << (frac_bits - 1)) - self.offset;
         num as f32 / self.mult as f32
     }
+
+    /// Whether distinct integer accumulators land in distinct slots (`mult ≥ 2^R`, one slot
+    /// or more per accumulator unit).
+    pub fn resolves_integers(&self, frac_bits: u32) -> bool {
+        self.mult >= 1i64 << frac_bits
+    }
+
+    /// The integer accumulator slot `u` stands for when the encoding
+    /// [resolves integers](Self::resolves_integers): the one whose phase lies in the slot, or,
+    /// for a slot no integer reaches, the one whose phase is nearer the slot's centre. A table
+    /// built on it computes the function of the accumulator itself — slot rounding loses
+    /// nothing — which is what a model trained elsewhere (without slot rounding) computes.
+    /// Otherwise the slot centre ([`Self::center_acc`]).
+    pub fn integer_acc(&self, slot: i64, frac_bits: u32) -> f32 {
+        if !self.resolves_integers(frac_bits) {
+            return self.center_acc(slot, frac_bits);
+        }
+        let unit = 1i64 << frac_bits;
+        // The largest accumulator whose phase is at most the slot's last phase unit.
+        let a = (slot * unit + unit - 1 - self.offset).div_euclid(self.mult);
+        if self.phase(a) >= slot * unit {
+            return a as f32;
+        }
+        let centre = 2 * slot * unit + unit;
+        let (da, db) = (centre - 2 * self.phase(a), 2 * self.phase(a + 1) - centre);
+        if db < da {
+            (a + 1) as f32
+        } else {
+            a as f32
+        }
+    }
 }
 
 /// The encoding of one layer's neurons.
@@ -394,6 +425,39 @@ mod tests {
             assert!((c - acc as f64).abs() <= 1024.0 / 37.0 / 2.0 + 1e-3);
             assert_eq!(n.slot(c.round() as i64, 10), u);
         }
+    }
+
+    #[test]
+    fn integer_reads_give_each_accumulator_back_where_slots_resolve_them() {
+        for (mult, offset) in [
+            (1024, 65_536 + 512),
+            (1024, 70_000),
+            (1900, 65_537),
+            (5000, 3),
+        ] {
+            let n = NeuronEncoding { mult, offset };
+            assert!(n.resolves_integers(10));
+            for acc in -300..300 {
+                assert_eq!(
+                    n.integer_acc(n.slot(acc, 10), 10),
+                    acc as f32,
+                    "{n:?} {acc}"
+                );
+            }
+            // A slot no accumulator reaches reads a neighbouring one: an integer whose own slot
+            // is at most one accumulator step away.
+            for u in n.slot(-300, 10)..n.slot(300, 10) {
+                let a = n.integer_acc(u, 10);
+                assert_eq!(a.fract(), 0.0);
+                let away = (n.slot(a as i64, 10) - u).abs();
+                assert!(away * 1024 <= mult, "slot {u} reads {a}, {away} slots away");
+            }
+        }
+        let coarse = NeuronEncoding {
+            mult: 37,
+            offset: 11,
+        };
+        assert_eq!(coarse.integer_acc(5, 10), coarse.center_acc(5, 10));
     }
 
     #[test]

@@ -12,8 +12,10 @@
 pub mod bounds;
 pub mod encoding;
 pub mod model;
+pub mod params;
 pub mod scheme;
 
 pub use bounds::RowStats;
 pub use encoding::{EncodingConfig, EncodingError, LayerEncoding, NeuronEncoding, NoiseSpec};
 pub use model::{Activation, LayerSpec, ModelError, ModelSpec, QuantSpec, Shape};
+pub use params::{ActivationParams, InputQuant, LayerParams, ModelParams, WeightedParams};

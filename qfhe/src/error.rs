@@ -38,6 +38,9 @@ pub enum Error {
     /// A tree ensemble could not be trained, read or lowered.
     #[error(transparent)]
     Trees(#[from] qfhe_trees::TreeError),
+    /// An ONNX file could not be read or imported.
+    #[error(transparent)]
+    Onnx(#[from] qfhe_onnx::OnnxError),
     /// Lowering failed.
     #[error(transparent)]
     Export(#[from] qfhe_export::ExportError),

@@ -4,7 +4,7 @@
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::prelude::Device;
-use qfhe_core::ModelSpec;
+use qfhe_core::{ModelParams, ModelSpec};
 use qfhe_datasets::Dataset;
 use qfhe_fhe_runtime::FheParams;
 use qfhe_quant::EncodingConfig;
@@ -91,11 +91,17 @@ impl FitConfig {
     }
 }
 
+/// Where [`Model::save`] keeps the parameters of a model read from a file.
+const PARAMS_FILE: &str = "params.json";
+
 /// A fitted model: the trained network, its description and what training measured.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub(crate) net: QSequential,
     pub(crate) info: ModelInfo,
+    /// The parameters of a model read from a file ([`Model::from_onnx`]), which its weights are
+    /// built from and its float reference evaluates.
+    pub(crate) params: Option<std::sync::Arc<ModelParams>>,
 }
 
 /// What is saved beside a model's weights (`model.json`).
@@ -166,6 +172,7 @@ pub fn fit_with(
     Ok(Model {
         net,
         info: info(spec, data, encoding, cfg, &report),
+        params: None,
     })
 }
 
@@ -213,10 +220,21 @@ impl Model {
     pub fn circuit(&self) -> Result<qfhe_circuit::Circuit> {
         let mut circuit = qfhe_export::lower(&self.net, &self.info.dataset)?;
         circuit.meta.fp32_accuracy = Some(self.info.fp32_accuracy);
+        if let Some(q) = self.net.input {
+            // The file's input quantizer: the client turns raw values into the codes.
+            let n = circuit.features();
+            circuit.input.quantizer = Some(qfhe_circuit::FeatureQuantizer {
+                low: vec![q.low; n],
+                step: vec![q.step; n],
+            });
+            circuit.validate()?;
+        }
         Ok(circuit)
     }
 
-    /// Save as `dir/model.bpk` (weights) and `dir/model.json` ([`ModelInfo`]).
+    /// Save as `dir/model.bpk` (weights) and `dir/model.json` ([`ModelInfo`]); a model read
+    /// from a file also writes its parameters to `dir/params.json`, which [`Model::load`]
+    /// builds it from.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::Saved`] when a file cannot be written.
@@ -225,6 +243,11 @@ impl Model {
             path: dir.into(),
             source,
         })?;
+        if let Some(params) = &self.params {
+            let path = dir.join(PARAMS_FILE);
+            let json = serde_json::to_vec(params.as_ref()).expect("plain data");
+            std::fs::write(&path, json).map_err(|source| Error::Io { path, source })?;
+        }
         let weights = dir.join("model.bpk");
         self.net
             .clone()
@@ -253,6 +276,28 @@ impl Model {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        let params_path = dir.join(PARAMS_FILE);
+        if params_path.exists() {
+            let bytes = std::fs::read(&params_path).map_err(|source| Error::Io {
+                path: params_path.clone(),
+                source,
+            })?;
+            let params: ModelParams = serde_json::from_slice(&bytes).map_err(|e| Error::Saved {
+                path: params_path,
+                message: e.to_string(),
+            })?;
+            let net = QSequential::from_params(
+                info.model.clone(),
+                &params,
+                info.encoding,
+                &Device::flex(),
+            )?;
+            return Ok(Self {
+                net,
+                info,
+                params: Some(std::sync::Arc::new(params)),
+            });
+        }
         let weights = dir.join("model.bpk");
         let net = QSequential::new_folded(info.model.clone(), info.encoding, &Device::flex())?
             .try_load_file(&weights)
@@ -260,6 +305,10 @@ impl Model {
                 path: weights,
                 message: format!("{e:?}"),
             })?;
-        Ok(Self { net, info })
+        Ok(Self {
+            net,
+            info,
+            params: None,
+        })
     }
 }

@@ -47,6 +47,7 @@ mod error;
 mod fit;
 pub mod linear;
 pub mod network_table;
+mod onnx;
 pub mod tabular;
 pub mod trees;
 

@@ -96,6 +96,7 @@ fn activate(
     noise: PhaseNoise,
 ) -> Tensor<2> {
     let centres = match noise {
+        PhaseNoise::Exact if p.integer_tables => integer_reads(acc.clone(), p, cfg),
         PhaseNoise::Exact => round_to_slots(acc.clone(), &p.encoding, cfg.frac_bits),
         PhaseNoise::Modelled => {
             let sigma = p.encoding.sigma_slots(&p.rows, p.input.kind, cfg);
@@ -113,6 +114,21 @@ fn activate(
         PhaseNoise::Exact => straight_through(lookup(p, acc, cfg), surrogate),
         PhaseNoise::Modelled => round_ste(surrogate),
     }
+}
+
+/// What integer tables read for accumulators `acc` `[batch, d_out]`: the accumulator itself
+/// for neurons whose encoding resolves integers, the slot centre for the others.
+fn integer_reads(acc: Tensor<2>, p: &PbsPlan, cfg: &EncodingConfig) -> Tensor<2> {
+    let device = acc.device();
+    let exact: Vec<f32> = p
+        .encoding
+        .neurons
+        .iter()
+        .map(|n| f32::from(u8::from(n.resolves_integers(cfg.frac_bits))))
+        .collect();
+    let mask = Tensor::<1>::from_floats(exact.as_slice(), &device).unsqueeze_dim::<2>(0);
+    let centres = round_to_slots(acc.clone(), &p.encoding, cfg.frac_bits);
+    centres * mask.clone().neg().add_scalar(1.0) + acc * mask
 }
 
 /// The codes the neurons' tables hold at the slots `acc` `[batch, d_out]` lands in.

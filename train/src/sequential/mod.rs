@@ -10,13 +10,14 @@
 //! Layer kinds and how each is lowered are in docs/DESIGN.md ("Model descriptions").
 
 pub mod forward;
+mod params;
 pub mod plan;
 
 use crate::qat::{PhaseNoise, QatModel};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation;
-use qfhe_core::{Activation, LayerSpec, ModelError, ModelSpec, Shape};
+use qfhe_core::{Activation, InputQuant, LayerSpec, ModelError, ModelSpec, Shape};
 use qfhe_quant::conv::{max_pool, sum_pool, QuantConv2d};
 use qfhe_quant::layers::{ActQuant, QuantLinear};
 use qfhe_quant::{EncodingConfig, EncodingError};
@@ -111,6 +112,14 @@ pub struct QSequential {
     /// Whether the batch norms have been folded (true after calibration).
     #[module(skip)]
     pub folded: bool,
+    /// The input quantizer of a model built from given parameters
+    /// ([`QSequential::from_params`]); `None`: pixels on `[0, 1]` at `spec.quant.in_bits`.
+    #[module(skip)]
+    pub input: Option<InputQuant>,
+    /// Whether the weight codes are given ([`QSequential::from_params`]): they are kept as they
+    /// are, no accumulator bound reshapes them.
+    #[module(skip)]
+    pub fixed_codes: bool,
 }
 
 impl QSequential {
@@ -203,6 +212,8 @@ impl QSequential {
             spec,
             encoding,
             folded,
+            input: None,
+            fixed_codes: false,
         })
     }
 

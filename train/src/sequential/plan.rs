@@ -10,7 +10,7 @@
 
 use super::{input_shape, roles, step_owners, QSequential, Role};
 use burn::prelude::*;
-use qfhe_circuit::lut::{neuron_table, output_delta};
+use qfhe_circuit::lut::{integer_table, neuron_table, output_delta};
 use qfhe_circuit::Table;
 use qfhe_core::bounds::RowStats;
 use qfhe_core::encoding::{
@@ -93,6 +93,10 @@ pub struct PbsPlan {
     pub s_out: f32,
     /// Output code range.
     pub range: (i32, i32),
+    /// Whether the tables are read at the integer accumulator of each slot
+    /// ([`qfhe_core::NeuronEncoding::integer_acc`]) instead of its centre: for given codes
+    /// ([`QSequential::fixed_codes`]), trained without slot rounding.
+    pub integer_tables: bool,
 }
 
 impl PbsPlan {
@@ -111,10 +115,15 @@ impl PbsPlan {
             .iter()
             .enumerate()
             .map(|(j, &e)| {
-                neuron_table(e, cfg.frac_bits, cfg.poly_size, |acc| {
+                let code = |acc: f32| {
                     self.activation
                         .code(acc * k[j] + b[j], self.s_out, self.range)
-                })
+                };
+                if self.integer_tables {
+                    integer_table(e, cfg.frac_bits, cfg.poly_size, code)
+                } else {
+                    neuron_table(e, cfg.frac_bits, cfg.poly_size, code)
+                }
             })
             .collect()
     }
@@ -173,12 +182,16 @@ pub(super) fn plan(model: &QSequential, batch: usize) -> Result<Plan, EncodingEr
     let owners = step_owners(spec);
     let device = model.device();
     let in_bits = spec.quant.in_bits;
+    let (in_step, in_qmax) = match model.input {
+        Some(q) => (q.step, q.qmax),
+        None => (input_scale(in_bits), unsigned_qmax(in_bits)),
+    };
     let mut cur = ValueMeta {
         shape: input_shape(spec),
-        step: Tensor::from_floats([input_scale(in_bits)], &device),
-        step_value: input_scale(in_bits),
+        step: Tensor::from_floats([in_step], &device),
+        step_value: in_step,
         lo: 0,
-        hi: unsigned_qmax(in_bits) as i64,
+        hi: in_qmax as i64,
         kind: InputKind::Fresh,
         gain: 1.0,
         sources: vec![Src::Input],
@@ -223,6 +236,7 @@ pub(super) fn plan(model: &QSequential, batch: usize) -> Result<Plan, EncodingEr
                     step: step.clone(),
                     s_out,
                     range,
+                    integer_tables: model.fixed_codes,
                 });
                 cur = ValueMeta {
                     shape: shapes[i],
@@ -362,9 +376,9 @@ fn weighted_point(
         }
         choose_layer_encoding(&rows, &aps, input.kind, cfg).map(|e| (rows, e))
     };
-    let mut codes = layer.codes(Some(&bound));
+    let mut codes = layer.codes((!model.fixed_codes).then_some(&bound));
     let (mut rows, mut encoding) = encode(&codes)?;
-    if input.kind == InputKind::Pbs {
+    if input.kind == InputKind::Pbs && !model.fixed_codes {
         let range_steps = layer.range_steps(x_max, s_out);
         for _ in 0..8 {
             let short = step_shortfall(&rows, &encoding, &aps, input.kind, cfg);

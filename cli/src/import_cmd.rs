@@ -1,0 +1,78 @@
+//! `qfhe import`: a quantization-aware model from an ONNX file, compiled and evaluated like a
+//! model trained here.
+
+use crate::args::ImportArgs;
+use crate::eval::{evaluate, finish, EvalSet};
+use crate::report::Report;
+use anyhow::{anyhow, Context};
+use qfhe::Model;
+use qfhe_fhe_runtime::CompileError;
+use std::time::Instant;
+
+/// Import, lower, evaluate; the report and circuit go to `args.out`.
+pub fn import(args: &ImportArgs) -> anyhow::Result<Report> {
+    args.fhe.backend.backend()?;
+    let start = Instant::now();
+    let (mut model, notes) = Model::from_onnx_with(&args.model, args.poly_size)
+        .with_context(|| format!("importing {}", args.model.display()))?;
+    eprintln!("imported {}:", args.model.display());
+    for n in &notes {
+        eprintln!("  {n}");
+    }
+    eprintln!("  model: {}", model.info().model.arch());
+    let data = crate::data::load(&args.data)?;
+    let inputs: usize = model.info().model.input.iter().product();
+    if inputs != data.test.pixels() {
+        anyhow::bail!(
+            "the model takes {inputs} inputs but {} images have {} pixels",
+            data.name,
+            data.test.pixels()
+        );
+    }
+    model.set_dataset(data.name.clone());
+    let fp32 = model
+        .reference_accuracy(&data.test)?
+        .expect("an imported model has a float reference");
+    eprintln!(
+        "the file's model in floating point (every quantizer applied): accuracy {fp32:.4} on {} test images",
+        data.test.len()
+    );
+    let circuit = model.circuit()?;
+    model.save(&args.out)?;
+    circuit.save(&args.out.join("circuit.json"))?;
+    eprintln!(
+        "circuit exported ({} PBS per sample) to {}",
+        circuit.pbs_count(),
+        args.out.join("circuit.json").display()
+    );
+    let set = EvalSet::images(&circuit, &data)?;
+    let report =
+        evaluate(&circuit, &set, &args.fhe, &model.info().name).map_err(advice_for_imports)?;
+    finish(&report, &args.out)?;
+    println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// A model trained elsewhere cannot be retrained with a wider minimum table step: say what an
+/// importer can change instead.
+fn advice_for_imports(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<CompileError>() {
+        Some(CompileError::NoiseTooHigh {
+            layer,
+            neuron,
+            log2_p,
+            target,
+            ..
+        }) => anyhow!(
+            "{layer}, neuron {neuron}: gross-error probability per PBS is 2^{log2_p:.1}, above \
+             the target 2^{target:.0}: the model's activation steps are narrow against the FHE \
+             noise, which it was not trained with. Accept a higher probability per PBS \
+             (--p-error-log2 {:.0}; Concrete ML's default is about 2^-14), use the parameter set \
+             with 4× wider table steps (--poly-size 8192; each PBS about 7× slower), or retrain \
+             with every activation step spanning more accumulator units (see \"Bring a PyTorch \
+             model\" in the README)",
+            (log2_p + 1.0).ceil()
+        ),
+        _ => e,
+    }
+}

@@ -1,0 +1,97 @@
+//! Models trained with Brevitas and exported by PyTorch (scripts/onnx-fixtures.py): every export
+//! of one model imports to the same description and parameters, and the float reference
+//! reproduces PyTorch's logits on the committed test images.
+
+use qfhe_onnx::{load, reference};
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/brevitas")
+        .join(name)
+}
+
+/// A float32 `.npy` array: its shape and values.
+fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    let file = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = file.shape().iter().map(|&d| d as usize).collect();
+    (shape, file.into_vec::<f32>().unwrap())
+}
+
+const EXPORTS: [&str; 6] = [
+    "opset13.qonnx",
+    "opset17.qonnx",
+    "opset21.qonnx",
+    "opset13.qcdq",
+    "opset17.qcdq",
+    "opset21.qcdq",
+];
+
+#[test]
+fn every_export_of_a_model_reads_the_same() {
+    for model in ["mlp", "cnn"] {
+        let first = load(&fixture(&format!("{model}.{}.onnx", EXPORTS[0]))).unwrap();
+        assert!(first.quantized);
+        for export in &EXPORTS[1..] {
+            let other = load(&fixture(&format!("{model}.{export}.onnx"))).unwrap();
+            assert_eq!(other.spec, first.spec, "{model}.{export}");
+            assert_eq!(other.params, first.params, "{model}.{export}");
+        }
+    }
+}
+
+#[test]
+fn the_descriptions_are_the_trained_architectures() {
+    let mlp = load(&fixture("mlp.opset13.qcdq.onnx")).unwrap();
+    assert_eq!(
+        mlp.spec.arch(),
+        "1x28x28 flatten linear128 relu linear10",
+        "{:?}",
+        mlp.spec
+    );
+    let q = mlp.params.input.unwrap();
+    assert_eq!(q.qmax, 7, "signed 3-bit input codes [-4, 3] become [0, 7]");
+    assert!(q.low < 0.0);
+    let cnn = load(&fixture("cnn.opset17.qonnx.onnx")).unwrap();
+    assert_eq!(
+        cnn.spec.arch(),
+        "1x28x28 conv8k5s3p0 relu conv16k3s2p1 relu flatten linear10"
+    );
+    assert_eq!(cnn.params.input.unwrap().low, 0.0, "unsigned input");
+    assert!(
+        cnn.notes
+            .iter()
+            .filter(|n| n.contains("batch normalization"))
+            .count()
+            == 2
+    );
+}
+
+#[test]
+fn the_float_reference_reproduces_pytorch() {
+    let (shape, x) = npy("mnist_test_x.npy");
+    let n = shape[0];
+    let d = x.len() / n;
+    for model in ["mlp", "cnn"] {
+        let (_, torch) = npy(&format!("{model}.logits.npy"));
+        let classes = torch.len() / n;
+        for export in ["opset13.qonnx", "opset21.qcdq"] {
+            let m = load(&fixture(&format!("{model}.{export}.onnx"))).unwrap();
+            let mut worst = 0f32;
+            for i in 0..n {
+                let ours = reference::logits(&m.spec, &m.params, &x[i * d..(i + 1) * d]);
+                let theirs = &torch[i * classes..(i + 1) * classes];
+                for (a, b) in ours.iter().zip(theirs) {
+                    worst = worst.max((a - b).abs());
+                }
+                let argmax = |v: &[f32]| {
+                    (0..v.len()).fold(0, |best, j| if v[j] > v[best] { j } else { best })
+                };
+                assert_eq!(argmax(&ours), argmax(theirs), "{model}.{export} sample {i}");
+            }
+            // Same quantized values; only the order of f32 sums differs.
+            assert!(worst < 1e-4, "{model}.{export}: max |Δ logit| {worst}");
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Models trained with Brevitas and exported to ONNX, through qfhe: every export lowers to the
+//! same circuit, the exact circuit computes PyTorch's logits on the committed test images, the
+//! quantized forward computes the circuit's, and real encryption agrees with the circuit.
+
+use burn::prelude::*;
+use qfhe::datasets::ImageSet;
+use qfhe::{Mode, Model};
+use qfhe_train::PhaseNoise;
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../onnx/tests/fixtures/brevitas")
+        .join(name)
+}
+
+fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    let file = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = file.shape().iter().map(|&d| d as usize).collect();
+    (shape, file.into_vec::<f32>().unwrap())
+}
+
+/// The committed test images (pixels / 255 in the file) as 8-bit images, with their labels.
+fn images() -> (ImageSet, Vec<f32>) {
+    let (shape, x) = npy("mnist_test_x.npy");
+    let bytes = std::fs::read(fixture("mnist_test_y.npy")).unwrap();
+    let labels: Vec<i64> = npyz::NpyFile::new(&bytes[..]).unwrap().into_vec().unwrap();
+    let set = ImageSet {
+        images: x.iter().map(|&v| (v * 255.0).round() as u8).collect(),
+        labels: labels.iter().map(|&l| l as u8).collect(),
+        rows: shape[2],
+        cols: shape[3],
+    };
+    (set, x)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, j| if v[j] > v[b] { j } else { b })
+}
+
+#[test]
+fn every_export_lowers_to_the_same_circuit() {
+    for model in ["mlp", "cnn"] {
+        let circuit = |export: &str| {
+            let (m, _) = Model::from_onnx(&fixture(&format!("{model}.{export}.onnx"))).unwrap();
+            serde_json::to_string(&m.circuit().unwrap()).unwrap()
+        };
+        let first = circuit("opset13.qonnx");
+        for export in [
+            "opset17.qonnx",
+            "opset21.qonnx",
+            "opset13.qcdq",
+            "opset17.qcdq",
+            "opset21.qcdq",
+        ] {
+            assert!(circuit(export) == first, "{model}.{export}");
+        }
+    }
+}
+
+#[test]
+fn the_exact_circuit_computes_pytorchs_logits() {
+    let (set, x) = images();
+    let n = set.len();
+    let d = x.len() / n;
+    for model in ["mlp", "cnn"] {
+        let (torch_shape, torch) = npy(&format!("{model}.logits.npy"));
+        let classes = torch_shape[1];
+        let (m, _) = Model::from_onnx(&fixture(&format!("{model}.opset17.qcdq.onnx"))).unwrap();
+        let circuit = m.circuit().unwrap();
+        let mut worst = 0f32;
+        for i in 0..n {
+            let codes = circuit.encode_features(&x[i * d..(i + 1) * d]).unwrap();
+            // Pixels as images reach the same codes.
+            assert_eq!(
+                codes,
+                circuit.input_codes(set.image(i)),
+                "{model} sample {i}"
+            );
+            let logits = circuit.run_exact(&codes).unwrap().logits;
+            let theirs = &torch[i * classes..(i + 1) * classes];
+            assert_eq!(argmax(&logits), argmax(theirs), "{model} sample {i}");
+            for (a, b) in logits.iter().zip(theirs) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+        // Integer accumulators equal PyTorch's; only the f32 dequantization's rounding differs.
+        assert!(worst < 1e-3, "{model}: max |Δ logit| {worst}");
+
+        // The quantized forward (the plan the lowering follows) computes the circuit's logits.
+        let net = m.network();
+        let device = net.device();
+        let batch = 16;
+        let codes: Vec<f32> = (0..batch)
+            .flat_map(|i| circuit.input_codes(set.image(i)))
+            .map(|c| c as f32)
+            .collect();
+        let t = Tensor::<2>::from_data(TensorData::new(codes, [batch, d]), &device);
+        let forward = net.forward_qat(t, PhaseNoise::Exact).unwrap();
+        let forward: Vec<f32> = forward.into_data().try_into_vec().unwrap();
+        for i in 0..batch {
+            let exact = circuit
+                .run_exact(&circuit.input_codes(set.image(i)))
+                .unwrap();
+            for (a, b) in forward[i * classes..(i + 1) * classes]
+                .iter()
+                .zip(&exact.logits)
+            {
+                assert_eq!(a.to_bits(), b.to_bits(), "{model} sample {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_imported_mlp_runs_under_fhe_as_in_the_clear() {
+    let (set, _) = images();
+    let (mut m, notes) = Model::from_onnx(&fixture("mlp.opset13.qonnx.onnx")).unwrap();
+    assert!(notes.iter().any(|n| n.contains("input quantizer")));
+    let acc = m.reference_accuracy(&set).unwrap().unwrap();
+    assert!(acc > 0.9, "{acc}");
+    // The file's activation steps are narrower than qfhe's training targets: its worst
+    // neuron's gross-error probability is ~2^-30 per PBS, so the default 2^-40 refuses it.
+    let Err(err) = m.compile(&set) else {
+        panic!("compiled at 2^-40")
+    };
+    let err = err.to_string();
+    assert!(err.contains("gross-error probability"), "{err}");
+    let compiled = m.compile_with(&set, -25.0).unwrap();
+    let idx = [0, 1];
+    let exact = compiled.predict(&set, &idx, Mode::Exact).unwrap();
+    let fhe = compiled.predict(&set, &idx, Mode::Fhe).unwrap();
+    for (e, f) in exact.iter().zip(&fhe) {
+        assert_eq!(e.class, f.class);
+    }
+}
+
+#[test]
+fn an_imported_model_saves_and_loads_to_the_same_circuit() {
+    let (m, _) = Model::from_onnx(&fixture("cnn.opset21.qonnx.onnx")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    m.save(dir.path()).unwrap();
+    let loaded = Model::load(dir.path()).unwrap();
+    assert_eq!(loaded.params(), m.params());
+    let (a, b) = (
+        serde_json::to_string(&loaded.circuit().unwrap()).unwrap(),
+        serde_json::to_string(&m.circuit().unwrap()).unwrap(),
+    );
+    let first = a.bytes().zip(b.bytes()).position(|(x, y)| x != y);
+    assert!(
+        a == b,
+        "circuits differ at byte {first:?}: {:?} against {:?}",
+        first.map(|i| &a[i.saturating_sub(80)..(i + 80).min(a.len())]),
+        first.map(|i| &b[i.saturating_sub(80)..(i + 80).min(b.len())])
+    );
+}
