@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Train small quantization-aware MNIST models with Brevitas and export them to ONNX.
 
-Writes, for each model, the QONNX export (`*.qonnx.onnx`, Brevitas's `export_qonnx`) and the
-QCDQ export (`*.qcdq.onnx`, `export_onnx_qcdq`), at several opsets, plus the first test images
+Writes, for each quantization-aware model, the QONNX export (`*.qonnx.onnx`, Brevitas's
+`export_qonnx`) and the QCDQ export (`*.qcdq.onnx`, `export_onnx_qcdq`), at several opsets, and
+for the float CNN its plain `torch.onnx.export` (opset 17), plus the first test images
 (`mnist_test_x.npy`, float32 `[n, 1, 28, 28]`, pixels / 255) and PyTorch's logits for each model
 (`<model>.logits.npy`, float32 `[n, 10]`) and its accuracy on the 10k test images
 (`<model>.json`).
@@ -153,6 +154,27 @@ class Cnn(nn.Module):
         bound_accumulators(self.conv2, 7, s_1, s_2, self.bn2)
 
 
+class FloatCnn(nn.Module):
+    """The CNN's architecture in plain PyTorch, no quantizers: a float model for
+    post-training import (`qfhe import --calibrate`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 5, stride=3)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(x, 1))
+
+    def project(self):
+        pass
+
+
 def train(model, x, y, epochs, seed):
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -189,7 +211,7 @@ def main():
     ap.add_argument("--samples", type=int, default=100, help="test images kept as references")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--models", default="mlp,cnn")
+    ap.add_argument("--models", default="mlp,cnn,cnn_float")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
@@ -197,7 +219,7 @@ def main():
     np.save(args.out / "mnist_test_x.npy", x_test[: args.samples].numpy())
     np.save(args.out / "mnist_test_y.npy", y_test[: args.samples].numpy().astype(np.int64))
     for name in args.models.split(","):
-        model = {"mlp": Mlp, "cnn": Cnn}[name]()
+        model = {"mlp": Mlp, "cnn": Cnn, "cnn_float": FloatCnn}[name]()
         print(f"{name}: training {args.epochs} epochs", flush=True)
         train(model, x_train, y_train, args.epochs, args.seed)
         logits, acc = evaluate(model, x_test, y_test)
@@ -206,7 +228,14 @@ def main():
         model.eval()
         example = x_test[:1]
         exports = {}
-        for opset in (13, 17, 21):
+        if name == "cnn_float":
+            path = args.out / f"{name}.opset17.onnx"
+            torch.onnx.export(model, example, str(path), opset_version=17, dynamo=False)
+            exports[path.name] = path.stat().st_size
+            opsets = ()
+        else:
+            opsets = (13, 17, 21)
+        for opset in opsets:
             path = args.out / f"{name}.opset{opset}.qonnx.onnx"
             export_qonnx(model, example, export_path=str(path), opset_version=opset, dynamo=False)
             exports[path.name] = path.stat().st_size

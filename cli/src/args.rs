@@ -58,6 +58,30 @@ pub struct ImportArgs {
     /// PBS polynomial size of the parameter set (2048 or 8192).
     #[arg(long, default_value_t = 2048)]
     pub poly_size: u32,
+    /// The file is a float model (no quantizers): quantize it here, calibrating every step on
+    /// the dataset's training images (post-training quantization) for the bit widths below.
+    #[arg(long)]
+    pub calibrate: bool,
+    /// With --calibrate: epochs of quantization-aware training that fine-tune the calibrated
+    /// model from the file's weights, for the circuit's encoding and noise (0: calibration
+    /// only, which at 3 bits rarely keeps a model's accuracy).
+    #[arg(long, default_value_t = 15, requires = "calibrate")]
+    pub fine_tune_epochs: usize,
+    /// With --calibrate: weight bits of every layer but the last.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=8), requires = "calibrate")]
+    pub w_bits: u32,
+    /// With --calibrate: weight bits of the last layer.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=8), requires = "calibrate")]
+    pub out_w_bits: u32,
+    /// With --calibrate: activation bits.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=8), requires = "calibrate")]
+    pub a_bits: u32,
+    /// With --calibrate: input bits.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=8), requires = "calibrate")]
+    pub in_bits: u32,
+    /// With --calibrate: random seed of calibration and fine-tuning.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
     #[command(flatten)]
     pub fhe: FheArgs,
     /// Folder for the circuit, the imported model, report.json and report.md.

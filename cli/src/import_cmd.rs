@@ -5,7 +5,7 @@ use crate::args::ImportArgs;
 use crate::eval::{evaluate, finish, EvalSet};
 use crate::report::Report;
 use anyhow::{anyhow, Context};
-use qfhe::Model;
+use qfhe::{Dataset, FitConfig, Model, QuantSpec};
 use qfhe_fhe_runtime::CompileError;
 use std::time::Instant;
 
@@ -13,14 +13,25 @@ use std::time::Instant;
 pub fn import(args: &ImportArgs) -> anyhow::Result<Report> {
     args.fhe.backend.backend()?;
     let start = Instant::now();
-    let (mut model, notes) = Model::from_onnx_with(&args.model, args.poly_size)
-        .with_context(|| format!("importing {}", args.model.display()))?;
+    let data = crate::data::load(&args.data)?;
+    let (mut model, notes) = if args.calibrate {
+        calibrate(args, &data)?
+    } else {
+        Model::from_onnx_with(&args.model, args.poly_size).map_err(|e| {
+            let float = matches!(&e, qfhe::Error::Config { field: "model", value, .. } if value.contains("float graph"));
+            let e = anyhow::Error::new(e).context(format!("importing {}", args.model.display()));
+            if float {
+                e.context("a float model (no quantizers in the file) is quantized here: pass --calibrate, and --fine-tune-epochs N to fine-tune it")
+            } else {
+                e
+            }
+        })?
+    };
     eprintln!("imported {}:", args.model.display());
     for n in &notes {
         eprintln!("  {n}");
     }
     eprintln!("  model: {}", model.info().model.arch());
-    let data = crate::data::load(&args.data)?;
     let inputs: usize = model.info().model.input.iter().product();
     if inputs != data.test.pixels() {
         anyhow::bail!(
@@ -51,6 +62,45 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<Report> {
     finish(&report, &args.out)?;
     println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
     Ok(report)
+}
+
+/// A float model quantized here: calibration, then `--fine-tune-epochs` of QAT.
+fn calibrate(args: &ImportArgs, data: &Dataset) -> anyhow::Result<(Model, Vec<String>)> {
+    let quant = QuantSpec {
+        w_bits: args.w_bits,
+        out_w_bits: args.out_w_bits,
+        a_bits: args.a_bits,
+        in_bits: args.in_bits,
+    };
+    let mut cfg = FitConfig {
+        poly_size: args.poly_size,
+        ..FitConfig::default()
+    };
+    cfg.train.qat_epochs = args.fine_tune_epochs;
+    cfg.train.seed = args.seed;
+    eprintln!(
+        "calibrating {} on {} ({} training images), w{}/a{}, then {} fine-tuning epochs",
+        args.model.display(),
+        data.name,
+        data.train.len(),
+        quant.w_bits,
+        quant.a_bits,
+        args.fine_tune_epochs
+    );
+    let mut shown = crate::progress::TrainProgress::default();
+    let (model, notes) =
+        Model::calibrate_onnx(&args.model, quant, data, &cfg, &mut |e| shown.show(e))
+            .with_context(|| format!("importing {}", args.model.display()))?;
+    eprintln!(
+        "quantized forward after calibration{}: accuracy {:.4}",
+        if args.fine_tune_epochs > 0 {
+            " and fine-tuning"
+        } else {
+            ""
+        },
+        model.info().qat_accuracy
+    );
+    Ok((model, notes))
 }
 
 /// A model trained elsewhere cannot be retrained with a wider minimum table step: say what an

@@ -123,6 +123,17 @@ fn an_imported_model_is_evaluated_like_a_trained_one() {
         .fold(0f32, |w, (a, b)| w.max((a - b).abs()));
     assert!(worst < 1e-3, "max |Δ logit| {worst}");
 
+    // A float model needs calibration data, and says so.
+    let float = qfhe_import(
+        "cnn_float.opset17.onnx",
+        dir.path(),
+        &out,
+        &["--fhe-samples", "0"],
+    );
+    assert_eq!(float.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&float.stderr);
+    assert!(err.contains("--calibrate"), "{err}");
+
     // A file that is not ONNX is an error naming it, not a panic.
     let bad = dir.path().join("bad.onnx");
     std::fs::write(&bad, b"\x08\x07garbage").unwrap();

@@ -45,6 +45,15 @@ pub struct Imported {
 /// naming the node and what to change; [`OnnxError::Model`] when the result breaks a model
 /// rule.
 pub fn import(graph: &Graph) -> Result<Imported> {
+    import_with(graph, QuantSpec::default())
+}
+
+/// [`import`], with the bit widths a float graph (one without quantizers) is to be calibrated
+/// to; a quantized graph keeps the widths it was trained with.
+///
+/// # Errors
+/// As [`import`].
+pub fn import_with(graph: &Graph, float_bits: QuantSpec) -> Result<Imported> {
     let missing = unsupported(graph);
     if !missing.is_empty() {
         return Err(OnnxError::Unsupported(missing));
@@ -74,14 +83,16 @@ pub fn import(graph: &Graph) -> Result<Imported> {
         )));
     };
     let shape = input_shape(&input.shape, &input.name)?;
+    let float = !graph.nodes.iter().any(is_quantizer);
     let mut w = Walk {
+        float,
+        float_bits,
         syms: HashMap::new(),
         layers: vec![],
         params: vec![],
         input_shape: shape,
         input: None,
         notes: vec![],
-        quantized: false,
         pending_pad: HashMap::new(),
     };
     w.syms.insert(
@@ -98,6 +109,16 @@ pub fn import(graph: &Graph) -> Result<Imported> {
         w.node(node)?;
     }
     w.finish(output)
+}
+
+/// Whether `node` quantizes (QONNX or QCDQ): a graph without any is a float model.
+fn is_quantizer(node: &Node) -> bool {
+    let qonnx = QONNX_DOMAINS.contains(&node.domain.as_str());
+    matches!(
+        (qonnx, node.op_type.as_str()),
+        (true, "Quant" | "IntQuant" | "BipolarQuant" | "Trunc")
+            | (false, "QuantizeLinear" | "DequantizeLinear")
+    )
 }
 
 fn input_shape(dims: &[Option<usize>], name: &str) -> Result<Shape> {
@@ -157,13 +178,16 @@ enum Stage {
 }
 
 struct Walk {
+    /// The graph has no quantizer: weights and activations are calibrated later.
+    float: bool,
+    /// Bit widths for a float graph.
+    float_bits: QuantSpec,
     syms: HashMap<String, Sym>,
     layers: Vec<LayerSpec>,
     params: Vec<LayerParams>,
     input_shape: Shape,
     input: Option<InputQuant>,
     notes: Vec<String>,
-    quantized: bool,
     /// Zero padding of `Pad` outputs, for the convolution that reads them.
     pending_pad: HashMap<String, usize>,
 }
@@ -493,7 +517,6 @@ impl Walk {
 
     /// The value a quantizer `q` gives to `x`.
     fn quantized(&mut self, node: &Node, x: Sym, q: Quantizer) -> Result<Sym> {
-        self.quantized = true;
         match x {
             Sym::Const(t, _) => {
                 let (codes, scales) = q.codes(&t)?;
@@ -656,11 +679,24 @@ impl Walk {
         self.set(node, Sym::Data(Data { shape, stage }))
     }
 
-    /// The weighted layer's input must be codes (the input's, an activation's, or sums).
-    fn codes_input(&self, node: &Node) -> Result<Data> {
+    /// The weighted layer's input must be codes (the input's, an activation's, or sums). In a
+    /// float graph, the float input stands for the circuit's input codes and a weighted
+    /// layer's accumulators read directly by another get an identity activation (qfhe
+    /// quantizes between weighted layers).
+    fn codes_input(&mut self, node: &Node) -> Result<Data> {
         let d = self.data(node, 0)?;
         match d.stage {
             Stage::Codes { .. } => Ok(d),
+            Stage::Raw if self.float && self.layers.iter().all(|l| *l == LayerSpec::Flatten) => {
+                Ok(d)
+            }
+            Stage::Acc { .. } if self.float => {
+                let index = self.push(LayerSpec::Identity, LayerParams::Activation(None), d.shape);
+                Ok(Data {
+                    shape: d.shape,
+                    stage: Stage::Codes { layer: Some(index) },
+                })
+            }
             Stage::Raw => Err(err(
                 node,
                 "reads the model's input unquantized: quantize it first (a QuantIdentity, or \
@@ -674,13 +710,16 @@ impl Walk {
         }
     }
 
-    fn weight(&self, node: &Node, i: usize) -> Result<(Tensor, Vec<f64>, u32)> {
+    /// A weighted node's weights: codes with the scale of each element, or, in a float graph,
+    /// float values (no scales).
+    fn weight(&self, node: &Node, i: usize) -> Result<(Tensor, Option<Vec<f64>>, u32)> {
         match self.sym(node, i)? {
             Sym::Weight {
                 codes,
                 scales,
                 bits,
-            } => Ok((codes.clone(), scales.clone(), *bits)),
+            } => Ok((codes.clone(), Some(scales.clone()), *bits)),
+            Sym::Const(t, _) if self.float => Ok((t.clone(), None, self.float_bits.w_bits)),
             Sym::Const(t, _) => Err(err(
                 node,
                 format!(
@@ -771,13 +810,23 @@ impl Walk {
                 format!("weights for {fan_in} inputs, reading {d_in} values"),
             ));
         }
-        let steps = Self::channel_steps(node, &codes.dims, &scales, if trans_b { 0 } else { 1 })?;
-        // Row-major [out, in] (PyTorch's layout), dequantized: code · step.
+        let steps = match &scales {
+            Some(sc) => Some(Self::channel_steps(
+                node,
+                &codes.dims,
+                sc,
+                if trans_b { 0 } else { 1 },
+            )?),
+            None => None,
+        };
+        // Row-major [out, in] (PyTorch's layout), dequantized: code · step (float weights as
+        // they are).
         let mut weight = vec![0f32; out * fan_in];
         for o in 0..out {
             for i in 0..fan_in {
                 let k = if trans_b { o * fan_in + i } else { i * out + o };
-                weight[o * fan_in + i] = (codes.data[k] as f32) * steps[o];
+                let step = steps.as_ref().map_or(1.0, |s| s[o]);
+                weight[o * fan_in + i] = (codes.data[k] as f32) * step;
             }
         }
         let bias = if node.op_type == "Gemm" {
@@ -785,11 +834,15 @@ impl Walk {
         } else {
             vec![0.0; out]
         };
+        let bits = match steps {
+            Some(_) => weight_bits(&codes, bits),
+            None => bits,
+        };
         let params = WeightedParams {
             weight,
             bias,
-            step: Some(steps),
-            bits: weight_bits(&codes, bits),
+            step: steps,
+            bits,
         };
         let index = self.push(
             LayerSpec::Linear { out },
@@ -918,19 +971,26 @@ impl Walk {
                 .ok_or_else(|| err(node, "the kernel is larger than the padded image"))
         };
         let shape = Shape::Image([c_out, out_hw(h)?, out_hw(w)?]);
-        let steps = Self::channel_steps(node, &codes.dims, &scales, 0)?;
+        let steps = match &scales {
+            Some(sc) => Some(Self::channel_steps(node, &codes.dims, sc, 0)?),
+            None => None,
+        };
         let per = c_in * kh * kw;
         let weight = codes
             .data
             .iter()
             .enumerate()
-            .map(|(i, &c)| c as f32 * steps[i / per])
+            .map(|(i, &c)| c as f32 * steps.as_ref().map_or(1.0, |s| s[i / per]))
             .collect();
+        let bits = match steps {
+            Some(_) => weight_bits(&codes, bits),
+            None => bits,
+        };
         let params = WeightedParams {
             weight,
             bias: self.bias(node, 2, c_out)?,
-            step: Some(steps),
-            bits: weight_bits(&codes, bits),
+            step: steps,
+            bits,
         };
         let index = self.push(
             LayerSpec::Conv2d {
@@ -1087,6 +1147,17 @@ impl Walk {
             },
         };
         let layer = match d.stage {
+            Stage::Acc { .. } if self.float => {
+                // No quantizer will follow: the activation is quantized by calibration.
+                let index = self.push(activation_layer(f), LayerParams::Activation(None), d.shape);
+                return self.set(
+                    node,
+                    Sym::Data(Data {
+                        shape: d.shape,
+                        stage: Stage::Codes { layer: Some(index) },
+                    }),
+                );
+            }
             Stage::Acc { layer } => layer,
             Stage::Codes { .. } if f == Activation::Relu => {
                 // ReLU of codes that cannot be negative changes nothing.
@@ -1336,13 +1407,29 @@ impl Walk {
         let in_bits = self
             .input
             .map(|q| 32 - (q.qmax as u32).leading_zeros())
-            .unwrap_or(QuantSpec::default().in_bits);
-        let quant = QuantSpec {
-            w_bits: hidden_w.unwrap_or(out_w),
-            out_w_bits: out_w,
-            a_bits: a_bits.unwrap_or(QuantSpec::default().a_bits),
-            in_bits,
+            .unwrap_or(self.float_bits.in_bits);
+        let quant = if self.float {
+            self.float_bits
+        } else {
+            QuantSpec {
+                w_bits: hidden_w.unwrap_or(out_w),
+                out_w_bits: out_w,
+                a_bits: a_bits.unwrap_or(self.float_bits.a_bits),
+                in_bits,
+            }
         };
+        let mut layers_params = self.params;
+        if self.float {
+            for (i, p) in layers_params.iter_mut().enumerate() {
+                if let LayerParams::Weighted(w) = p {
+                    w.bits = if i == last {
+                        quant.out_w_bits
+                    } else {
+                        quant.w_bits
+                    };
+                }
+            }
+        }
         let input = match self.input_shape {
             Shape::Flat(n) => vec![n],
             Shape::Image([c, h, w]) => vec![c, h, w],
@@ -1355,14 +1442,14 @@ impl Walk {
         };
         let params = ModelParams {
             input: self.input,
-            layers: self.params,
+            layers: layers_params,
         };
         params.validate(&spec)?;
         Ok(Imported {
             spec,
             params,
             notes: self.notes,
-            quantized: self.quantized,
+            quantized: !self.float,
         })
     }
 }

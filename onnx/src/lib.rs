@@ -20,7 +20,7 @@ pub mod reference;
 
 pub use error::{OnnxError, Result, UnsupportedOp};
 pub use graph::Graph;
-pub use import::{import, Imported};
+pub use import::{import, import_with, Imported};
 
 /// Read and import an ONNX file.
 ///
@@ -28,4 +28,12 @@ pub use import::{import, Imported};
 /// As [`Graph::load`] and [`import()`].
 pub fn load(path: &std::path::Path) -> Result<Imported> {
     import(&Graph::load(path)?)
+}
+
+/// [`load`], with the bit widths a float graph is to be calibrated to ([`import_with`]).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with(path: &std::path::Path, float_bits: qfhe_core::QuantSpec) -> Result<Imported> {
+    import_with(&Graph::load(path)?, float_bits)
 }

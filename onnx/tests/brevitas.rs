@@ -95,3 +95,33 @@ fn the_float_reference_reproduces_pytorch() {
         }
     }
 }
+
+#[test]
+fn a_float_model_imports_for_calibration_and_its_reference_is_pytorchs() {
+    let m = load(&fixture("cnn_float.opset17.onnx")).unwrap();
+    assert!(!m.quantized);
+    // PyTorch's exporter folded the batch norms into the convolutions.
+    assert_eq!(
+        m.spec.arch(),
+        "1x28x28 conv8k5s3p0 relu conv16k3s2p1 relu flatten linear10"
+    );
+    assert!(m.params.input.is_none());
+    for p in &m.params.layers {
+        match p {
+            qfhe_core::LayerParams::Weighted(w) => assert!(w.step.is_none()),
+            qfhe_core::LayerParams::Activation(a) => assert!(a.is_none()),
+            qfhe_core::LayerParams::None => {}
+        }
+    }
+    let (shape, x) = npy("mnist_test_x.npy");
+    let (_, torch) = npy("cnn_float.logits.npy");
+    let d = x.len() / shape[0];
+    let mut worst = 0f32;
+    for i in 0..shape[0] {
+        let ours = reference::logits(&m.spec, &m.params, &x[i * d..(i + 1) * d]);
+        for (a, b) in ours.iter().zip(&torch[i * 10..(i + 1) * 10]) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    assert!(worst < 1e-4, "max |Δ logit| {worst}");
+}

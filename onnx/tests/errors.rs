@@ -216,15 +216,39 @@ fn malformed_graphs_are_explained() {
 
 #[test]
 fn a_layer_reading_unquantized_floats_says_which_quantizer_is_missing() {
-    // Gemm directly on the float input, float weights.
+    // Quantized weights, but the Gemm reads the float input directly.
     let bytes = model(
-        vec![node("Gemm", "", "/fc1/Gemm", &["x", "w"], &["y"])],
-        vec![floats("w", &[4, 2], vec![0.1; 8])],
+        vec![
+            node(
+                "Quant",
+                "qonnx.custom_op.general",
+                "wq",
+                &["w", "s", "z", "b"],
+                &["wq"],
+            ),
+            node("Gemm", "", "/fc1/Gemm", &["x", "wq"], &["y"]),
+        ],
+        vec![
+            floats("w", &[4, 2], vec![0.1; 8]),
+            floats("s", &[], vec![0.05]),
+            floats("z", &[], vec![0.0]),
+            floats("b", &[], vec![3.0]),
+        ],
         "y",
     );
     let err = import_bytes(&bytes).unwrap_err().to_string();
     assert!(err.contains("'/fc1/Gemm'"), "{err}");
     assert!(err.contains("QuantIdentity"), "{err}");
+
+    // Without any quantizer the same graph is a float model, left to calibration.
+    let float = model(
+        vec![node("Gemm", "", "/fc1/Gemm", &["x", "w"], &["y"])],
+        vec![floats("w", &[4, 2], vec![0.1; 8])],
+        "y",
+    );
+    let imported = import_bytes(&float).unwrap();
+    assert!(!imported.quantized);
+    assert_eq!(imported.spec.arch(), "4 linear2");
 }
 
 fn fixture() -> Vec<u8> {

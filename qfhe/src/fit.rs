@@ -99,9 +99,12 @@ const PARAMS_FILE: &str = "params.json";
 pub struct Model {
     pub(crate) net: QSequential,
     pub(crate) info: ModelInfo,
-    /// The parameters of a model read from a file ([`Model::from_onnx`]), which its weights are
-    /// built from and its float reference evaluates.
+    /// The parameters of a model read from a file ([`Model::from_onnx`],
+    /// [`Model::calibrate_onnx`]), which its float reference evaluates.
     pub(crate) params: Option<std::sync::Arc<ModelParams>>,
+    /// Whether the network is built from `params` as they are (a quantization-aware model
+    /// read from a file), rather than trained or calibrated here.
+    pub(crate) given: bool,
 }
 
 /// What is saved beside a model's weights (`model.json`).
@@ -173,6 +176,7 @@ pub fn fit_with(
         net,
         info: info(spec, data, encoding, cfg, &report),
         params: None,
+        given: false,
     })
 }
 
@@ -232,9 +236,9 @@ impl Model {
         Ok(circuit)
     }
 
-    /// Save as `dir/model.bpk` (weights) and `dir/model.json` ([`ModelInfo`]); a model read
-    /// from a file also writes its parameters to `dir/params.json`, which [`Model::load`]
-    /// builds it from.
+    /// Save as `dir/model.bpk` (weights) and `dir/model.json` ([`ModelInfo`]); a
+    /// quantization-aware model read from a file also writes its parameters to
+    /// `dir/params.json`, which [`Model::load`] builds it from.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::Saved`] when a file cannot be written.
@@ -243,7 +247,7 @@ impl Model {
             path: dir.into(),
             source,
         })?;
-        if let Some(params) = &self.params {
+        if let Some(params) = self.params.as_ref().filter(|_| self.given) {
             let path = dir.join(PARAMS_FILE);
             let json = serde_json::to_vec(params.as_ref()).expect("plain data");
             std::fs::write(&path, json).map_err(|source| Error::Io { path, source })?;
@@ -296,6 +300,7 @@ impl Model {
                 net,
                 info,
                 params: Some(std::sync::Arc::new(params)),
+                given: true,
             });
         }
         let weights = dir.join("model.bpk");
@@ -309,6 +314,7 @@ impl Model {
             net,
             info,
             params: None,
+            given: false,
         })
     }
 }

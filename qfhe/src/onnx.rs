@@ -1,15 +1,16 @@
 //! Models trained elsewhere, read from ONNX files: quantization-aware models exported from
-//! PyTorch with Brevitas (QONNX or QCDQ). The file's weight codes, scales and bit widths are
-//! kept as they are; the model is then lowered, compiled and run like a model fitted here.
+//! PyTorch with Brevitas (QONNX or QCDQ), whose weight codes, scales and bit widths are kept as
+//! they are, and float models, quantized here by calibration (and optionally fine-tuned). The
+//! model is then lowered, compiled and run like a model fitted here.
 
-use crate::fit::{Model, ModelInfo};
+use crate::fit::{FitConfig, Model, ModelInfo};
 use crate::{Error, Result};
 use burn::prelude::Device;
-use qfhe_core::ModelParams;
-use qfhe_datasets::ImageSet;
+use qfhe_core::{ModelParams, QuantSpec};
+use qfhe_datasets::{Dataset, ImageSet};
 use qfhe_fhe_runtime::FheParams;
 use qfhe_quant::EncodingConfig;
-use qfhe_train::{QSequential, TrainConfig};
+use qfhe_train::{select_device, DeviceChoice, QSequential, TrainConfig, TrainEvent};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -36,9 +37,10 @@ impl Model {
             return Err(Error::Config {
                 field: "model",
                 value: format!("{} (a float graph)", path.display()),
-                bound: "a quantization-aware model: its weights and activations must pass \
+                bound: "a quantization-aware model, whose weights and activations pass \
                         through quantizers (Brevitas QuantLinear/QuantConv2d/QuantReLU, \
-                        exported with export_qonnx or export_onnx_qcdq)"
+                        exported with export_qonnx or export_onnx_qcdq); a float model needs \
+                        calibration data (Model::calibrate_onnx)"
                     .into(),
             });
         }
@@ -72,7 +74,84 @@ impl Model {
             net,
             info,
             params: Some(Arc::new(imported.params)),
+            given: true,
         };
+        Ok((model, imported.notes))
+    }
+
+    /// Read a float model (no quantizers) from an ONNX file and quantize it for the circuit:
+    /// calibration on `data`'s training images sets every weight and activation step for the
+    /// bit widths `quant` (post-training quantization), then `cfg.train.qat_epochs` epochs of
+    /// quantization-aware training fine-tune it from the file's weights (0: calibration only).
+    /// The file's weights are the fp32 model: no fp32 epochs run, and the fp32 accuracy
+    /// reported is the file's model on `data`'s test images ([`Model::reference_accuracy`]).
+    ///
+    /// # Errors
+    /// [`Error::Onnx`] for a file that cannot be read or imported; [`Error::Config`] for a
+    /// quantization-aware file (use [`Model::from_onnx`]) or an invalid `cfg`;
+    /// [`Error::Mismatch`] when the images do not have the model's inputs; as [`crate::fit_with`].
+    pub fn calibrate_onnx(
+        path: &Path,
+        quant: QuantSpec,
+        data: &Dataset,
+        cfg: &FitConfig,
+        progress: &mut dyn FnMut(TrainEvent<'_>),
+    ) -> Result<(Self, Vec<String>)> {
+        quant.validate("quant.")?;
+        let encoding = cfg.encoding()?;
+        let imported = qfhe_onnx::load_with(path, quant)?;
+        if imported.quantized {
+            return Err(Error::Config {
+                field: "model",
+                value: format!("{} (a quantization-aware graph)", path.display()),
+                bound: "a float graph: a model with quantizers keeps its own (import it without calibration)".into(),
+            });
+        }
+        let inputs: usize = imported.spec.input.iter().product();
+        if inputs != data.train.pixels() {
+            return Err(Error::Mismatch {
+                what: "inputs per image",
+                expected: inputs,
+                found: data.train.pixels(),
+            });
+        }
+        let device = select_device(cfg.device).map_err(|_| Error::Backend {
+            backend: match cfg.device {
+                DeviceChoice::Wgpu => "wgpu",
+                _ => "ndarray",
+            },
+        })?;
+        let spec = imported.spec.clone();
+        // Validated here, so building on the training device cannot fail.
+        QSequential::from_params(spec.clone(), &imported.params, encoding, &Device::flex())?;
+        let build = |d: &Device| {
+            QSequential::from_params(spec.clone(), &imported.params, encoding, d)
+                .expect("validated above")
+        };
+        let mut train = cfg.train.clone();
+        train.fp32_epochs = 0;
+        let (net, report) = qfhe_train::train_model_with(build, &train, data, &device, progress)?;
+        let name = path
+            .file_stem()
+            .map_or("onnx".into(), |s| s.to_string_lossy().into_owned());
+        let info = ModelInfo {
+            dataset: data.name.clone(),
+            name,
+            model: spec,
+            encoding,
+            train,
+            fp32_accuracy: 0.0,
+            qat_accuracy: report.qat_accuracy,
+            selected_epoch: report.selected_epoch,
+            train_seconds: report.seconds,
+        };
+        let mut model = Model {
+            net,
+            info,
+            params: Some(Arc::new(imported.params)),
+            given: false,
+        };
+        model.reference_accuracy(&data.test)?;
         Ok((model, imported.notes))
     }
 

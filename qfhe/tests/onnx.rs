@@ -155,3 +155,45 @@ fn an_imported_model_saves_and_loads_to_the_same_circuit() {
         first.map(|i| &b[i.saturating_sub(80)..(i + 80).min(b.len())])
     );
 }
+
+#[test]
+fn a_float_model_is_calibrated_fine_tuned_and_lowered() {
+    let (set, _) = images();
+    let data = qfhe::Dataset {
+        name: "fixture".into(),
+        train: set.clone(),
+        test: set.clone(),
+        num_classes: 10,
+    };
+    let path = fixture("cnn_float.opset17.onnx");
+    // Without calibration data a float file is refused, saying what it needs.
+    let Err(e) = Model::from_onnx(&path) else {
+        panic!("a float graph imported without calibration")
+    };
+    assert!(e.to_string().contains("calibration"), "{e}");
+
+    let mut cfg = qfhe::FitConfig::default();
+    cfg.train.qat_epochs = 1;
+    cfg.train.batch_size = 25;
+    let mut events = 0;
+    let (m, _) = Model::calibrate_onnx(&path, qfhe::QuantSpec::default(), &data, &cfg, &mut |_| {
+        events += 1
+    })
+    .unwrap();
+    assert!(events > 0);
+    // fp32 is the file's own float model on the test images.
+    assert!(m.info().fp32_accuracy > 0.95, "{:?}", m.info());
+    assert_eq!(m.info().train.fp32_epochs, 0);
+    let circuit = m.circuit().unwrap();
+    assert_eq!(circuit.pbs_count(), 768);
+    // Calibrated here: the circuit reads pixels, the model saves as weights and reloads.
+    assert!(circuit.input.quantizer.is_none());
+    let dir = tempfile::tempdir().unwrap();
+    m.save(dir.path()).unwrap();
+    assert!(!dir.path().join("params.json").exists());
+    let loaded = Model::load(dir.path()).unwrap();
+    assert!(
+        serde_json::to_string(&loaded.circuit().unwrap()).unwrap()
+            == serde_json::to_string(&circuit).unwrap()
+    );
+}
