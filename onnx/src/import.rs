@@ -260,7 +260,7 @@ impl Walk {
         Ok(())
     }
 
-    fn push(&mut self, layer: LayerSpec, params: LayerParams, _shape: Shape) -> usize {
+    fn push(&mut self, layer: LayerSpec, params: LayerParams) -> usize {
         self.layers.push(layer);
         self.params.push(params);
         self.layers.len() - 1
@@ -619,7 +619,7 @@ impl Walk {
             range: (q.min as i32, q.max as i32),
             bits: bits.max(2),
         };
-        let index = self.push(layer, LayerParams::Activation(Some(params)), d.shape);
+        let index = self.push(layer, LayerParams::Activation(Some(params)));
         self.notes.push(format!(
             "layer {index} ({}): {bits}-bit activation codes [{}, {}], scale {scale:e} (from '{}')",
             activation_layer(f).kind(),
@@ -659,8 +659,8 @@ impl Walk {
         let shape = Shape::Flat(d.shape.len());
         if matches!(d.shape, Shape::Image(_)) {
             match d.stage {
-                Stage::Raw => self.push(LayerSpec::Flatten, LayerParams::None, shape),
-                Stage::Codes { .. } => self.push(LayerSpec::Flatten, LayerParams::None, shape),
+                Stage::Raw => self.push(LayerSpec::Flatten, LayerParams::None),
+                Stage::Codes { .. } => self.push(LayerSpec::Flatten, LayerParams::None),
                 _ => {
                     return Err(err(
                         node,
@@ -691,7 +691,7 @@ impl Walk {
                 Ok(d)
             }
             Stage::Acc { .. } if self.float => {
-                let index = self.push(LayerSpec::Identity, LayerParams::Activation(None), d.shape);
+                let index = self.push(LayerSpec::Identity, LayerParams::Activation(None));
                 Ok(Data {
                     shape: d.shape,
                     stage: Stage::Codes { layer: Some(index) },
@@ -844,11 +844,7 @@ impl Walk {
             step: steps,
             bits,
         };
-        let index = self.push(
-            LayerSpec::Linear { out },
-            LayerParams::Weighted(params),
-            Shape::Flat(out),
-        );
+        let index = self.push(LayerSpec::Linear { out }, LayerParams::Weighted(params));
         self.set(
             node,
             Sym::Data(Data {
@@ -1000,7 +996,6 @@ impl Walk {
                 padding: pad,
             },
             LayerParams::Weighted(params),
-            shape,
         );
         self.set(
             node,
@@ -1149,7 +1144,7 @@ impl Walk {
         let layer = match d.stage {
             Stage::Acc { .. } if self.float => {
                 // No quantizer will follow: the activation is quantized by calibration.
-                let index = self.push(activation_layer(f), LayerParams::Activation(None), d.shape);
+                let index = self.push(activation_layer(f), LayerParams::Activation(None));
                 return self.set(
                     node,
                     Sym::Data(Data {
@@ -1231,7 +1226,7 @@ impl Walk {
                         ))
                     }
                 };
-                let index = self.push(LayerSpec::Add { from }, LayerParams::None, x.shape);
+                let index = self.push(LayerSpec::Add { from }, LayerParams::None);
                 self.set(
                     node,
                     Sym::Data(Data {
@@ -1331,7 +1326,7 @@ impl Walk {
             return Err(err(node, format!("a {k}×{k} window does not tile {h}×{w}")));
         }
         let shape = Shape::Image([c, h / k, w / k]);
-        let index = self.push(LayerSpec::AvgPool { k }, LayerParams::None, shape);
+        let index = self.push(LayerSpec::AvgPool { k }, LayerParams::None);
         self.set(
             node,
             Sym::Data(Data {
@@ -1354,7 +1349,7 @@ impl Walk {
             ));
         }
         let shape = Shape::Image([c, h / 2, w / 2]);
-        let index = self.push(LayerSpec::MaxPool { k: 2 }, LayerParams::None, shape);
+        let index = self.push(LayerSpec::MaxPool { k: 2 }, LayerParams::None);
         self.set(
             node,
             Sym::Data(Data {

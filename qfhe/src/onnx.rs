@@ -70,13 +70,15 @@ impl Model {
             selected_epoch: None,
             train_seconds: 0.0,
         };
+        let mut notes = imported.notes;
+        notes.extend(resolution_notes(&net, &encoding)?);
         let model = Model {
             net,
             info,
             params: Some(Arc::new(imported.params)),
             given: true,
         };
-        Ok((model, imported.notes))
+        Ok((model, notes))
     }
 
     /// Read a float model (no quantizers) from an ONNX file and quantize it for the circuit:
@@ -215,4 +217,46 @@ impl Model {
     pub fn set_dataset(&mut self, name: impl Into<String>) {
         self.info.dataset = name.into();
     }
+}
+
+/// One line per PBS layer of a model with given codes: how wide its accumulators are, and how
+/// many of its neurons the encoding reads exactly (one slot or more per accumulator value, so
+/// the integer tables compute the file's activation of every accumulator); the others are
+/// rounded to their slot, which the file's model did not do.
+fn resolution_notes(net: &QSequential, encoding: &EncodingConfig) -> Result<Vec<String>> {
+    let plan = net.plan(1).map_err(qfhe_train::TrainError::from)?;
+    let exact_values = encoding.usable_slots();
+    Ok(plan
+        .pbs
+        .iter()
+        .map(|p| {
+            let widest = p.rows.iter().map(|r| r.range() + 1).max().unwrap_or(1);
+            let exact = p
+                .encoding
+                .neurons
+                .iter()
+                .filter(|n| n.resolves_integers(encoding.frac_bits))
+                .count();
+            let bits = (widest as f64).log2();
+            let mut line = format!(
+                "layer {} ({}): accumulators of up to {widest} values ({bits:.1} bits); {exact} of \
+                 {} neurons read exactly (PBS tables resolve {exact_values} values, {:.1} bits, \
+                 at N = {})",
+                p.layer,
+                net.spec.layers[p.layer].kind(),
+                p.d_out(),
+                (exact_values as f64).log2(),
+                encoding.poly_size
+            );
+            if exact < p.d_out() {
+                line.push_str(
+                    "; the others are rounded to their table slot, which the trained model did \
+                     not do: bound the layer's accumulator range in training (e.g. Brevitas's \
+                     accumulator-aware quantizers, exported as QCDQ), use fewer inputs or bits, \
+                     or the N = 8192 parameter set (about 8064 values)",
+                );
+            }
+            line
+        })
+        .collect())
 }

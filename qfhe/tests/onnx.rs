@@ -118,6 +118,13 @@ fn an_imported_mlp_runs_under_fhe_as_in_the_clear() {
     let (set, _) = images();
     let (mut m, notes) = Model::from_onnx(&fixture("mlp.opset13.qonnx.onnx")).unwrap();
     assert!(notes.iter().any(|n| n.contains("input quantizer")));
+    // Its hidden layer's accumulators fit the table: every neuron computes the file's value.
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("128 of 128 neurons read exactly")),
+        "{notes:?}"
+    );
     let acc = m.reference_accuracy(&set).unwrap().unwrap();
     assert!(acc > 0.9, "{acc}");
     // The file's activation steps are narrower than qfhe's training targets: its worst
