@@ -12,7 +12,8 @@ Set-up (CPU only; torch from PyPI brings its CUDA libraries, about 5.5 GB):
 
     python3 -m venv venv && venv/bin/pip install torch==2.15.0 brevitas==0.13.4 \
         'setuptools<81' onnx==1.23.2 onnxscript onnxoptimizer
-    venv/bin/python scripts/onnx-fixtures.py --mnist ~/.cache/qfhe/mnist --out onnx/tests/fixtures
+    venv/bin/python scripts/onnx-fixtures.py --mnist ~/.cache/qfhe/mnist \
+        --iris datasets/data/iris.csv --out onnx/tests/fixtures/brevitas
 
 The MNIST folder holds the four uncompressed IDX files (`qfhe run --dataset mnist` puts them in
 `~/.cache/qfhe/mnist`).
@@ -175,6 +176,48 @@ class FloatCnn(nn.Module):
         pass
 
 
+class IrisMlp(nn.Module):
+    """4-16-3 on Iris's raw features: signed 4-bit input quantizer, 3-bit weights and ReLU,
+    4-bit output weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant_in = qnn.QuantIdentity(bit_width=4, return_quant_tensor=True)
+        self.fc1 = qnn.QuantLinear(4, 16, bias=True, weight_bit_width=3)
+        self.relu1 = qnn.QuantReLU(bit_width=3, return_quant_tensor=True)
+        self.fc2 = qnn.QuantLinear(16, 3, bias=True, weight_bit_width=4)
+
+    def forward(self, x):
+        return self.fc2(self.relu1(self.fc1(self.quant_in(x))))
+
+
+def iris(csv: pathlib.Path, out: pathlib.Path, seed: int):
+    """The Iris MLP, trained on all 150 rows (classes in sorted order of their names)."""
+    rows = [line.split(",") for line in csv.read_text().splitlines()[1:] if line]
+    names = sorted({r[-1] for r in rows})
+    x = torch.tensor([[float(v) for v in r[:-1]] for r in rows])
+    y = torch.tensor([names.index(r[-1]) for r in rows])
+    torch.manual_seed(seed)
+    model = IrisMlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(400):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    acc = (logits.argmax(1) == y).float().mean().item()
+    print(f"iris: training accuracy {acc:.4f}", flush=True)
+    np.save(out / "iris_x.npy", x.numpy())
+    np.save(out / "iris_mlp.logits.npy", logits.numpy())
+    for name, export in (("qonnx", export_qonnx), ("qcdq", export_onnx_qcdq)):
+        path = out / f"iris_mlp.opset17.{name}.onnx"
+        export(model, x[:1], export_path=str(path), opset_version=17, dynamo=False)
+    meta = {"model": "iris_mlp", "rows": len(rows), "classes": names, "train_accuracy": acc}
+    (out / "iris_mlp.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
 def train(model, x, y, epochs, seed):
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -206,15 +249,20 @@ def evaluate(model, x, y):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--mnist", type=pathlib.Path, required=True)
+    ap.add_argument("--mnist", type=pathlib.Path)
     ap.add_argument("--out", type=pathlib.Path, required=True)
     ap.add_argument("--samples", type=int, default=100, help="test images kept as references")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--models", default="mlp,cnn,cnn_float")
+    ap.add_argument("--iris", type=pathlib.Path, help="datasets/data/iris.csv: also the Iris MLP")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
+    if args.iris:
+        iris(args.iris, args.out, args.seed)
+    if not args.models:
+        return
     x_train, y_train, x_test, y_test = load_mnist(args.mnist)
     np.save(args.out / "mnist_test_x.npy", x_test[: args.samples].numpy())
     np.save(args.out / "mnist_test_y.npy", y_test[: args.samples].numpy().astype(np.int64))

@@ -5,7 +5,8 @@ use crate::args::ImportArgs;
 use crate::eval::{evaluate, finish, EvalSet};
 use crate::report::Report;
 use anyhow::{anyhow, Context};
-use qfhe::{Dataset, FitConfig, Model, QuantSpec};
+use qfhe::datasets::Task;
+use qfhe::{Dataset, FitConfig, Metric, Model, QuantSpec};
 use qfhe_fhe_runtime::CompileError;
 use std::time::Instant;
 
@@ -13,11 +14,20 @@ use std::time::Instant;
 pub fn import(args: &ImportArgs) -> anyhow::Result<Report> {
     args.fhe.backend.backend()?;
     let start = Instant::now();
-    let data = crate::data::load(&args.data)?;
-    let (mut model, notes) = if args.calibrate {
-        calibrate(args, &data)?
-    } else {
-        Model::from_onnx_with(&args.model, args.poly_size).map_err(|e| {
+    let tabular = crate::data::is_tabular(&args.data);
+    if tabular && args.calibrate {
+        anyhow::bail!(
+            "--calibrate reads images (pixels / 255): a float model on a table is not calibrated \
+             here yet; export it with quantizers (Brevitas) and import it without --calibrate"
+        );
+    }
+    let images = match tabular {
+        false => Some(crate::data::load(&args.data)?),
+        true => None,
+    };
+    let (mut model, notes) = match &images {
+        Some(data) if args.calibrate => calibrate(args, data)?,
+        _ => Model::from_onnx_with(&args.model, args.poly_size).map_err(|e| {
             let float = matches!(&e, qfhe::Error::Config { field: "model", value, .. } if value.contains("float graph"));
             let e = anyhow::Error::new(e).context(format!("importing {}", args.model.display()));
             if float {
@@ -25,7 +35,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<Report> {
             } else {
                 e
             }
-        })?
+        })?,
     };
     eprintln!("imported {}:", args.model.display());
     for n in &notes {
@@ -33,20 +43,37 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<Report> {
     }
     eprintln!("  model: {}", model.info().model.arch());
     let inputs: usize = model.info().model.input.iter().product();
-    if inputs != data.test.pixels() {
-        anyhow::bail!(
-            "the model takes {inputs} inputs but {} images have {} pixels",
-            data.name,
-            data.test.pixels()
-        );
-    }
-    model.set_dataset(data.name.clone());
-    let fp32 = model
-        .reference_accuracy(&data.test)?
-        .expect("an imported model has a float reference");
+    let (set_source, fp32) = match &images {
+        Some(data) => {
+            if inputs != data.test.pixels() {
+                anyhow::bail!(
+                    "the model takes {inputs} inputs but {} images have {} pixels",
+                    data.name,
+                    data.test.pixels()
+                );
+            }
+            model.set_dataset(data.name.clone());
+            let fp32 = model.reference_accuracy(&data.test)?;
+            (Source::Images(data), fp32)
+        }
+        None => {
+            let (_, test, name) =
+                crate::tabular::load(&args.data, args.seed, Task::Classification)?;
+            if inputs != test.width() {
+                anyhow::bail!(
+                    "the model takes {inputs} inputs but {name} has {} features per row",
+                    test.width()
+                );
+            }
+            model.set_dataset(name.clone());
+            let fp32 = model.reference_accuracy_table(&test)?;
+            (Source::Table(test, name), fp32)
+        }
+    };
+    let fp32 = fp32.expect("an imported model has a float reference");
     eprintln!(
-        "the file's model in floating point (every quantizer applied): accuracy {fp32:.4} on {} test images",
-        data.test.len()
+        "the file's model in floating point (every quantizer applied): accuracy {fp32:.4} on the test {}",
+        if tabular { "rows" } else { "images" }
     );
     let circuit = model.circuit()?;
     model.save(&args.out)?;
@@ -56,12 +83,27 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<Report> {
         circuit.pbs_count(),
         args.out.join("circuit.json").display()
     );
-    let set = EvalSet::images(&circuit, &data)?;
+    let set = match set_source {
+        Source::Images(data) => EvalSet::images(&circuit, data)?,
+        Source::Table(test, name) => EvalSet {
+            name,
+            codes: qfhe::tabular::codes(&circuit, &test)?,
+            targets: qfhe::tabular::targets(&test),
+            metric: Metric::Accuracy,
+            fp32: Some(fp32),
+        },
+    };
     let report =
         evaluate(&circuit, &set, &args.fhe, &model.info().name).map_err(advice_for_imports)?;
     finish(&report, &args.out)?;
     println!("total wall time {:.1} s", start.elapsed().as_secs_f64());
     Ok(report)
+}
+
+/// Where the test samples come from.
+enum Source<'a> {
+    Images(&'a Dataset),
+    Table(qfhe::Table, String),
 }
 
 /// A float model quantized here: calibration, then `--fine-tune-epochs` of QAT.

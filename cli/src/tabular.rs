@@ -53,7 +53,7 @@ fn kind(model: &str) -> anyhow::Result<Kind> {
 /// The training and test tables of `--dataset` / `--data-csv` / `--data-dir`, with their
 /// name: a table is split, an image set keeps its own split (pixels become features in
 /// `[0, 1]`); a CSV's task follows the model.
-fn load(data: &DataArgs, seed: u64, task: Task) -> anyhow::Result<(Table, Table, String)> {
+pub fn load(data: &DataArgs, seed: u64, task: Task) -> anyhow::Result<(Table, Table, String)> {
     if !crate::data::is_tabular(data) {
         let images = crate::data::load(data)?;
         let classes = images.num_classes;

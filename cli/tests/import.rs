@@ -123,6 +123,37 @@ fn an_imported_model_is_evaluated_like_a_trained_one() {
         .fold(0f32, |w, (a, b)| w.max((a - b).abs()));
     assert!(worst < 1e-3, "max |Δ logit| {worst}");
 
+    // A model on table features, evaluated on a bundled table's test rows.
+    let iris = dir.path().join("iris");
+    let run = Command::new(env!("CARGO_BIN_EXE_qfhe"))
+        .arg("import")
+        .arg(fixture("iris_mlp.opset17.qonnx.onnx"))
+        .args([
+            "--dataset",
+            "iris",
+            "--fhe-samples",
+            "2",
+            "--threads",
+            "2",
+            "--out",
+        ])
+        .arg(&iris)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(iris.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["test_samples"], 30);
+    assert_eq!(
+        report["fp32_accuracy"], report["quantized_accuracy"],
+        "{report}"
+    );
+    assert_eq!(report["fhe"]["pbs_per_sample"], 16);
+
     // A float model needs calibration data, and says so.
     let float = qfhe_import(
         "cnn_float.opset17.onnx",

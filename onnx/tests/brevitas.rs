@@ -125,3 +125,25 @@ fn a_float_model_imports_for_calibration_and_its_reference_is_pytorchs() {
     }
     assert!(worst < 1e-4, "max |Δ logit| {worst}");
 }
+
+#[test]
+fn a_model_on_table_features_imports_with_its_input_quantizer() {
+    let (shape, x) = npy("iris_x.npy");
+    let (_, torch) = npy("iris_mlp.logits.npy");
+    let first = load(&fixture("iris_mlp.opset17.qonnx.onnx")).unwrap();
+    let qcdq = load(&fixture("iris_mlp.opset17.qcdq.onnx")).unwrap();
+    assert_eq!((&first.spec, &first.params), (&qcdq.spec, &qcdq.params));
+    assert_eq!(first.spec.arch(), "4 linear16 relu linear3");
+    assert_eq!(
+        first.params.input.unwrap().qmax,
+        15,
+        "signed 4-bit input codes"
+    );
+    let d = shape[1];
+    for i in 0..shape[0] {
+        let ours = reference::logits(&first.spec, &first.params, &x[i * d..(i + 1) * d]);
+        for (a, b) in ours.iter().zip(&torch[i * 3..(i + 1) * 3]) {
+            assert!((a - b).abs() < 1e-4, "row {i}: {ours:?}");
+        }
+    }
+}

@@ -7,7 +7,7 @@ use crate::fit::{FitConfig, Model, ModelInfo};
 use crate::{Error, Result};
 use burn::prelude::Device;
 use qfhe_core::{ModelParams, QuantSpec};
-use qfhe_datasets::{Dataset, ImageSet};
+use qfhe_datasets::{Dataset, ImageSet, Table, Target};
 use qfhe_fhe_runtime::FheParams;
 use qfhe_quant::EncodingConfig;
 use qfhe_train::{select_device, DeviceChoice, QSequential, TrainConfig, TrainEvent};
@@ -194,21 +194,48 @@ impl Model {
     /// # Errors
     /// As [`Model::reference_logits`].
     pub fn reference_accuracy(&mut self, images: &ImageSet) -> Result<Option<f64>> {
+        let rows: Vec<Vec<f32>> = (0..images.len())
+            .map(|i| images.image(i).iter().map(|&p| p as f32 / 255.0).collect())
+            .collect();
+        let labels: Vec<u32> = images.labels.iter().map(|&l| u32::from(l)).collect();
+        self.reference_accuracy_on(&rows, &labels)
+    }
+
+    /// [`Model::reference_accuracy`] on the rows of a classification `table` (raw features as
+    /// inputs).
+    ///
+    /// # Errors
+    /// As [`Model::reference_logits`]; [`Error::Config`] for a regression table.
+    pub fn reference_accuracy_table(&mut self, table: &Table) -> Result<Option<f64>> {
+        let Target::Classes { labels, .. } = &table.target else {
+            return Err(Error::Config {
+                field: "data",
+                value: "a regression table".into(),
+                bound: "a classification table: an imported network's logits are read by argmax"
+                    .into(),
+            });
+        };
+        let rows: Vec<Vec<f32>> = crate::tabular::float_rows(table)
+            .chunks_exact(table.width().max(1))
+            .map(<[f32]>::to_vec)
+            .collect();
+        self.reference_accuracy_on(&rows, labels)
+    }
+
+    fn reference_accuracy_on(&mut self, rows: &[Vec<f32>], labels: &[u32]) -> Result<Option<f64>> {
         use rayon::prelude::*;
-        if self.params.is_none() || images.is_empty() {
+        if self.params.is_none() || rows.is_empty() {
             return Ok(None);
         }
-        let correct: Result<Vec<bool>> = (0..images.len())
-            .into_par_iter()
-            .map(|i| {
-                let x: Vec<f32> = images.image(i).iter().map(|&p| p as f32 / 255.0).collect();
-                let logits = self
-                    .reference_logits(&x)?
-                    .expect("a model read from a file");
-                Ok(qfhe_circuit::simulate::argmax(&logits) == images.labels[i] as usize)
+        let correct: Result<Vec<bool>> = rows
+            .par_iter()
+            .zip(labels)
+            .map(|(x, &label)| {
+                let logits = self.reference_logits(x)?.expect("a model read from a file");
+                Ok(qfhe_circuit::simulate::argmax(&logits) == label as usize)
             })
             .collect();
-        let acc = correct?.iter().filter(|&&c| c).count() as f64 / images.len() as f64;
+        let acc = correct?.iter().filter(|&&c| c).count() as f64 / rows.len() as f64;
         self.info.fp32_accuracy = acc;
         Ok(Some(acc))
     }

@@ -204,3 +204,24 @@ fn a_float_model_is_calibrated_fine_tuned_and_lowered() {
             == serde_json::to_string(&circuit).unwrap()
     );
 }
+
+#[test]
+fn an_imported_table_model_reads_raw_features_and_computes_pytorchs_logits() {
+    let (shape, x) = npy("iris_x.npy");
+    let (_, torch) = npy("iris_mlp.logits.npy");
+    let (m, _) = Model::from_onnx(&fixture("iris_mlp.opset17.qcdq.onnx")).unwrap();
+    let circuit = m.circuit().unwrap();
+    let d = shape[1];
+    for i in 0..shape[0] {
+        let codes = circuit.encode_features(&x[i * d..(i + 1) * d]).unwrap();
+        let logits = circuit.run_exact(&codes).unwrap().logits;
+        let theirs = &torch[i * 3..(i + 1) * 3];
+        assert_eq!(argmax(&logits), argmax(theirs), "row {i}");
+        for (a, b) in logits.iter().zip(theirs) {
+            assert!(
+                (a - b).abs() < 1e-3,
+                "row {i}: {logits:?} against {theirs:?}"
+            );
+        }
+    }
+}
