@@ -155,6 +155,35 @@ class Cnn(nn.Module):
         bound_accumulators(self.conv2, 7, s_1, s_2, self.bn2)
 
 
+class ResCnn(nn.Module):
+    """A residual block and max pooling: conv 1→4 k5 s3, batch norm, ReLU; conv 4→4 k3 p1,
+    batch norm, ReLU sharing the first ReLU's quantizer (the two addends of a residual sum
+    need one scale); add; ReLU; 2×2 max pooling; dense 64→10."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant_in = qnn.QuantIdentity(
+            bit_width=3, act_quant=Uint8ActPerTensorFloat, return_quant_tensor=True
+        )
+        self.conv1 = qnn.QuantConv2d(1, 4, 5, stride=3, bias=True, weight_bit_width=3)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu1 = qnn.QuantReLU(bit_width=3, return_quant_tensor=True)
+        self.conv2 = qnn.QuantConv2d(4, 4, 3, padding=1, bias=True, weight_bit_width=3)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.relu2 = qnn.QuantReLU(act_quant=self.relu1.act_quant, return_quant_tensor=True)
+        self.relu3 = qnn.QuantReLU(bit_width=3, return_quant_tensor=True)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = qnn.QuantLinear(4 * 4 * 4, 10, bias=True, weight_bit_width=4)
+
+    def forward(self, x):
+        h1 = self.relu1(self.bn1(self.conv1(self.quant_in(x))))
+        h2 = self.relu2(self.bn2(self.conv2(h1)))
+        return self.fc(torch.flatten(self.pool(self.relu3(h1 + h2)), 1))
+
+    def project(self):
+        pass
+
+
 class FloatCnn(nn.Module):
     """The CNN's architecture in plain PyTorch, no quantizers: a float model for
     post-training import (`qfhe import --calibrate`)."""
@@ -254,7 +283,7 @@ def main():
     ap.add_argument("--samples", type=int, default=100, help="test images kept as references")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--models", default="mlp,cnn,cnn_float")
+    ap.add_argument("--models", default="mlp,cnn,cnn_float,res")
     ap.add_argument("--iris", type=pathlib.Path, help="datasets/data/iris.csv: also the Iris MLP")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -267,7 +296,7 @@ def main():
     np.save(args.out / "mnist_test_x.npy", x_test[: args.samples].numpy())
     np.save(args.out / "mnist_test_y.npy", y_test[: args.samples].numpy().astype(np.int64))
     for name in args.models.split(","):
-        model = {"mlp": Mlp, "cnn": Cnn, "cnn_float": FloatCnn}[name]()
+        model = {"mlp": Mlp, "cnn": Cnn, "cnn_float": FloatCnn, "res": ResCnn}[name]()
         print(f"{name}: training {args.epochs} epochs", flush=True)
         train(model, x_train, y_train, args.epochs, args.seed)
         logits, acc = evaluate(model, x_test, y_test)
@@ -281,6 +310,8 @@ def main():
             torch.onnx.export(model, example, str(path), opset_version=17, dynamo=False)
             exports[path.name] = path.stat().st_size
             opsets = ()
+        elif name == "res":
+            opsets = (17,)
         else:
             opsets = (13, 17, 21)
         for opset in opsets:

@@ -173,8 +173,9 @@ enum Stage {
     Codes { layer: Option<usize> },
     /// Float accumulators of weighted layer `layer`.
     Acc { layer: usize },
-    /// An activation function applied to the accumulators of weighted layer `layer`.
-    Act { layer: usize, f: Activation },
+    /// An activation function applied to a weighted layer's accumulators, or to sums of codes
+    /// (pooling, a residual add), waiting for its quantizer.
+    Act { f: Activation },
 }
 
 struct Walk {
@@ -1141,8 +1142,8 @@ impl Walk {
                 slope: node.float("alpha", 0.01),
             },
         };
-        let layer = match d.stage {
-            Stage::Acc { .. } if self.float => {
+        match d.stage {
+            Stage::Acc { .. } | Stage::Codes { layer: Some(_) } if self.float => {
                 // No quantizer will follow: the activation is quantized by calibration.
                 let index = self.push(activation_layer(f), LayerParams::Activation(None));
                 return self.set(
@@ -1153,16 +1154,14 @@ impl Walk {
                     }),
                 );
             }
-            Stage::Acc { layer } => layer,
-            Stage::Codes { .. } if f == Activation::Relu => {
-                // ReLU of codes that cannot be negative changes nothing.
-                return self.set(node, Sym::Data(d));
-            }
+            // On codes, the function is applied by the table of the quantizer that follows
+            // (e.g. ReLU then a quantizer after a residual add).
+            Stage::Acc { .. } | Stage::Codes { layer: Some(_) } => {}
             _ => {
                 return Err(err(
                     node,
                     "an activation function must read a Gemm or Conv output (possibly batch \
-                     normalized) and be followed by a quantizer",
+                     normalized), pooled values or a residual sum, and be followed by a quantizer",
                 ))
             }
         };
@@ -1170,7 +1169,7 @@ impl Walk {
             node,
             Sym::Data(Data {
                 shape: d.shape,
-                stage: Stage::Act { layer, f },
+                stage: Stage::Act { f },
             }),
         )
     }

@@ -66,6 +66,13 @@ fn the_descriptions_are_the_trained_architectures() {
             .count()
             == 2
     );
+    let res = load(&fixture("res.opset17.qonnx.onnx")).unwrap();
+    assert_eq!(
+        res.spec.arch(),
+        "1x28x28 conv4k5s3p0 relu conv4k3s1p1 relu add1 relu maxpool2 flatten linear10"
+    );
+    let qcdq = load(&fixture("res.opset17.qcdq.onnx")).unwrap();
+    assert_eq!((&res.spec, &res.params), (&qcdq.spec, &qcdq.params));
 }
 
 #[test]
@@ -73,10 +80,14 @@ fn the_float_reference_reproduces_pytorch() {
     let (shape, x) = npy("mnist_test_x.npy");
     let n = shape[0];
     let d = x.len() / n;
-    for model in ["mlp", "cnn"] {
+    for (model, exports) in [
+        ("mlp", ["opset13.qonnx", "opset21.qcdq"]),
+        ("cnn", ["opset13.qonnx", "opset21.qcdq"]),
+        ("res", ["opset17.qonnx", "opset17.qcdq"]),
+    ] {
         let (_, torch) = npy(&format!("{model}.logits.npy"));
         let classes = torch.len() / n;
-        for export in ["opset13.qonnx", "opset21.qcdq"] {
+        for export in exports {
             let m = load(&fixture(&format!("{model}.{export}.onnx"))).unwrap();
             let mut worst = 0f32;
             for i in 0..n {
