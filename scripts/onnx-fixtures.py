@@ -184,6 +184,32 @@ class ResCnn(nn.Module):
         pass
 
 
+class PoolCnn(nn.Module):
+    """Truncating average pooling (Brevitas's TruncAvgPool2d, rounding to nearest): conv 1→8
+    k5 s3, batch norm, ReLU, 2×2 average pooling requantized to 3 bits, dense 128→10."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant_in = qnn.QuantIdentity(
+            bit_width=3, act_quant=Uint8ActPerTensorFloat, return_quant_tensor=True
+        )
+        self.conv1 = qnn.QuantConv2d(1, 8, 5, stride=3, bias=True, weight_bit_width=3)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu1 = qnn.QuantReLU(bit_width=3, return_quant_tensor=True)
+        self.pool = qnn.TruncAvgPool2d(
+            kernel_size=2, stride=2, bit_width=3, float_to_int_impl_type="round",
+            return_quant_tensor=True,
+        )
+        self.fc = qnn.QuantLinear(8 * 4 * 4, 10, bias=True, weight_bit_width=4)
+
+    def forward(self, x):
+        h = self.pool(self.relu1(self.bn1(self.conv1(self.quant_in(x)))))
+        return self.fc(torch.flatten(h, 1))
+
+    def project(self):
+        pass
+
+
 class FloatCnn(nn.Module):
     """The CNN's architecture in plain PyTorch, no quantizers: a float model for
     post-training import (`qfhe import --calibrate`)."""
@@ -283,7 +309,7 @@ def main():
     ap.add_argument("--samples", type=int, default=100, help="test images kept as references")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--models", default="mlp,cnn,cnn_float,res")
+    ap.add_argument("--models", default="mlp,cnn,cnn_float,res,pool")
     ap.add_argument("--iris", type=pathlib.Path, help="datasets/data/iris.csv: also the Iris MLP")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +322,9 @@ def main():
     np.save(args.out / "mnist_test_x.npy", x_test[: args.samples].numpy())
     np.save(args.out / "mnist_test_y.npy", y_test[: args.samples].numpy().astype(np.int64))
     for name in args.models.split(","):
-        model = {"mlp": Mlp, "cnn": Cnn, "cnn_float": FloatCnn, "res": ResCnn}[name]()
+        model = {
+            "mlp": Mlp, "cnn": Cnn, "cnn_float": FloatCnn, "res": ResCnn, "pool": PoolCnn,
+        }[name]()
         print(f"{name}: training {args.epochs} epochs", flush=True)
         train(model, x_train, y_train, args.epochs, args.seed)
         logits, acc = evaluate(model, x_test, y_test)
@@ -310,7 +338,7 @@ def main():
             torch.onnx.export(model, example, str(path), opset_version=17, dynamo=False)
             exports[path.name] = path.stat().st_size
             opsets = ()
-        elif name == "res":
+        elif name in ("res", "pool"):
             opsets = (17,)
         else:
             opsets = (13, 17, 21)

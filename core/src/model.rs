@@ -214,6 +214,37 @@ impl Activation {
     pub fn code(self, z: f32, s_out: f32, (lo, hi): (i32, i32)) -> i32 {
         crate::scheme::round_ties_even(self.apply(z) / s_out).clamp(lo as f32, hi as f32) as i32
     }
+
+    /// The function in `f64`.
+    pub fn apply_f64(self, z: f64) -> f64 {
+        match self {
+            Self::Relu => z.max(0.0),
+            Self::LeakyRelu { slope } => {
+                if z >= 0.0 {
+                    z
+                } else {
+                    slope as f64 * z
+                }
+            }
+            Self::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+            Self::Tanh => z.tanh(),
+            Self::Gelu => {
+                let c = (2.0 / std::f64::consts::PI).sqrt();
+                0.5 * z * (1.0 + (c * (z + 0.044_715 * z * z * z)).tanh())
+            }
+            Self::Silu => z / (1.0 + (-z).exp()),
+            Self::Identity => z,
+        }
+    }
+
+    /// [`Activation::code`] in `f64`: for a model trained elsewhere, whose framework rounds the
+    /// exact value (e.g. a pooled sum requantized by a power of two lands exactly on a tie,
+    /// which `f32` products can move off).
+    pub fn code_f64(self, z: f64, s_out: f64, (lo, hi): (i32, i32)) -> i32 {
+        (self.apply_f64(z) / s_out)
+            .round_ties_even()
+            .clamp(lo as f64, hi as f64) as i32
+    }
 }
 
 fn one() -> usize {

@@ -276,11 +276,7 @@ impl Walk {
                 "1-bit bipolar quantization (±scale) is not supported: use an integer quantizer \
                  of 2 bits or more",
             )),
-            (true, "Trunc") => Err(err(
-                node,
-                "truncating average pooling (Brevitas TruncAvgPool2d) is not supported yet: use \
-                 nn.AvgPool2d followed by the next quantized layer",
-            )),
+            (true, "Trunc") => self.trunc(node),
             (_, "Identity") => {
                 let s = self.sym(node, 0)?.clone();
                 self.set(node, s)
@@ -332,6 +328,93 @@ impl Walk {
         let x = self.sym(node, 0)?.clone();
         let out = self.quantized(node, x, q)?;
         self.set(node, out)
+    }
+
+    /// QONNX `Trunc` (v2: `X, scale, zeropt, in_bitwidth, out_scale, out_bitwidth`) after an
+    /// `AveragePool` — Brevitas's `TruncAvgPool2d`. It computes `y = round(X/scale + zeropt)`,
+    /// divides by `t = 2^round(log2(out_scale/scale))`, rounds by `rounding_mode` and writes
+    /// `y · out_scale`. When `scale` is the pooled sum's step (the input's step over the
+    /// window's `k²` values), `X/scale` is the integer sum of codes, the first rounding is exact,
+    /// and the whole is one rounding to nearest of the pooled values at `out_scale`: qfhe's
+    /// identity activation after the pooling. Other scales or rounding modes round twice, and
+    /// are refused.
+    fn trunc(&mut self, node: &Node) -> Result<()> {
+        if node.inputs.len() != 6 {
+            return Err(err(
+                node,
+                format!(
+                    "{} inputs: qfhe reads QONNX's Trunc v2 (6 inputs, with out_scale), as \
+                     Brevitas 0.11 and later write it",
+                    node.inputs.len()
+                ),
+            ));
+        }
+        let (scale, zero) = (self.scalar(node, 1)?, self.constant(node, 2)?);
+        let out_scale = self.constant(node, 4)?;
+        let out_bits = self.scalar(node, 5)?;
+        let rounding = Rounding::from_attr(node, "FLOOR")?;
+        let Sym::Data(d) = self.sym(node, 0)?.clone() else {
+            return Err(err(node, "truncates a constant"));
+        };
+        let pooled = match d.stage {
+            Stage::Codes { layer: Some(l) } => match self.layers[l] {
+                LayerSpec::AvgPool { k } => l
+                    .checked_sub(1)
+                    .and_then(|p| self.step_of(p))
+                    .map(|s| s / (k * k) as f64),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(sum_step) = pooled else {
+            return Err(err(
+                node,
+                "a Trunc is read right after an AveragePool of quantized activations",
+            ));
+        };
+        let exact = ((scale - sum_step) / sum_step).abs() < 1e-5;
+        if !exact || rounding != Rounding::HalfEven || zero.data.iter().any(|&z| z != 0.0) {
+            return Err(err(
+                node,
+                format!(
+                    "truncation with scale {scale:e} (the pooled sum's step is {sum_step:e}), \
+                     rounding {rounding:?} and zero point {:?} rounds twice; qfhe reads \
+                     TruncAvgPool2d with rounding to nearest (float_to_int_impl_type='round'), \
+                     or nn.AvgPool2d followed by a quantizer",
+                    zero.data
+                ),
+            ));
+        }
+        if !(2.0..=16.0).contains(&out_bits) || out_bits.fract() != 0.0 {
+            return Err(err(node, format!("output bit width {out_bits}")));
+        }
+        let b = out_bits as u32;
+        let (signed, narrow) = (node.int("signed", 1) != 0, node.int("narrow", 0) != 0);
+        let (min, max) = if signed {
+            (-(1i64 << (b - 1)) + narrow as i64, (1i64 << (b - 1)) - 1)
+        } else {
+            (0, (1i64 << b) - 1 - narrow as i64)
+        };
+        let q = Quantizer {
+            scale: out_scale,
+            zero,
+            min,
+            max,
+            rounding: Rounding::HalfEven,
+            node: node.name.clone(),
+        };
+        let out = self.quantized(node, Sym::Data(d), q)?;
+        self.set(node, out)
+    }
+
+    /// The step of the values spec layer `l` outputs, when it is a quantized activation (or a
+    /// flatten of one).
+    fn step_of(&self, l: usize) -> Option<f64> {
+        match (&self.layers[l], &self.params[l]) {
+            (_, LayerParams::Activation(Some(a))) => Some(a.step as f64),
+            (LayerSpec::Flatten, _) => l.checked_sub(1).and_then(|p| self.step_of(p)),
+            _ => None,
+        }
     }
 
     /// `QuantizeLinear(x, y_scale, y_zero_point)`: integer container range from the zero

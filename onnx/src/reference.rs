@@ -1,8 +1,10 @@
 //! The imported model evaluated in floating point as the framework that trained it evaluates
 //! it: every quantizer rounds to its grid and dequantizes (fake quantization), every layer
-//! computes in `f32` on the dequantized values. This is the model's own prediction — the
-//! "fp32" column of a report — against which the integer circuit is compared; it differs from
-//! the circuit only where the circuit rounds a wide accumulator to its PBS slot.
+//! computes on the dequantized values — in `f64`, so a value its framework computes exactly
+//! (an integer sum of codes requantized by a power of two, which lands on ties) is rounded as
+//! it rounds it. This is the model's own prediction — the "fp32" column of a report — against
+//! which the integer circuit is compared; it differs from the circuit only where the circuit
+//! rounds a wide accumulator to its PBS slot.
 
 use qfhe_core::scheme::round_ties_even;
 use qfhe_core::{LayerParams, LayerSpec, ModelParams, ModelSpec, Shape};
@@ -16,17 +18,18 @@ pub fn logits(spec: &ModelSpec, params: &ModelParams, x: &[f32]) -> Vec<f32> {
         [c, h, w] => Shape::Image([c, h, w]),
         _ => unreachable!("validated"),
     };
-    let mut h: Vec<f32> = match params.input {
+    let mut h: Vec<f64> = match params.input {
+        // The client's code, as `FeatureQuantizer::code` computes it.
         Some(q) => x
             .iter()
             .map(|&v| {
                 let code = round_ties_even((v - q.low) / q.step).clamp(0.0, q.qmax as f32);
-                q.low + code * q.step
+                q.low as f64 + code as f64 * q.step as f64
             })
             .collect(),
-        None => x.to_vec(),
+        None => x.iter().map(|&v| v as f64).collect(),
     };
-    let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(spec.layers.len());
+    let mut outputs: Vec<Vec<f64>> = Vec::with_capacity(spec.layers.len());
     for (i, (layer, p)) in spec.layers.iter().zip(&params.layers).enumerate() {
         h = match (layer, p) {
             (LayerSpec::Linear { out }, LayerParams::Weighted(w)) => dense(&h, w, *out),
@@ -58,20 +61,18 @@ pub fn logits(spec: &ModelSpec, params: &ModelParams, x: &[f32]) -> Vec<f32> {
                 h.iter()
                     .map(|&z| match q {
                         Some(q) => {
-                            let (lo, hi) = q.range;
-                            let code =
-                                round_ties_even(f.apply(z) / q.step).clamp(lo as f32, hi as f32);
-                            code * q.step
+                            let code = f.code_f64(z, q.step as f64, q.range);
+                            code as f64 * q.step as f64
                         }
-                        None => f.apply(z),
+                        None => f.apply_f64(z),
                     })
                     .collect()
             }
             (LayerSpec::AvgPool { k }, _) => {
-                pool(&h, shape, *k, |w| w.iter().sum::<f32>() / w.len() as f32)
+                pool(&h, shape, *k, |w| w.iter().sum::<f64>() / w.len() as f64)
             }
             (LayerSpec::MaxPool { k }, _) => {
-                pool(&h, shape, *k, |w| w.iter().fold(f32::MIN, |a, &b| a.max(b)))
+                pool(&h, shape, *k, |w| w.iter().fold(f64::MIN, |a, &b| a.max(b)))
             }
             (LayerSpec::Add { from }, _) => {
                 h.iter().zip(&outputs[*from]).map(|(a, b)| a + b).collect()
@@ -81,16 +82,16 @@ pub fn logits(spec: &ModelSpec, params: &ModelParams, x: &[f32]) -> Vec<f32> {
         shape = shapes[i];
         outputs.push(h.clone());
     }
-    h
+    h.iter().map(|&v| v as f32).collect()
 }
 
-fn dense(x: &[f32], w: &qfhe_core::WeightedParams, out: usize) -> Vec<f32> {
+fn dense(x: &[f64], w: &qfhe_core::WeightedParams, out: usize) -> Vec<f64> {
     let fan_in = x.len();
     (0..out)
         .map(|j| {
             let row = &w.weight[j * fan_in..(j + 1) * fan_in];
-            let dot: f32 = row.iter().zip(x).map(|(a, b)| a * b).sum();
-            dot + w.bias[j]
+            let dot: f64 = row.iter().zip(x).map(|(&a, b)| a as f64 * b).sum();
+            dot + w.bias[j] as f64
         })
         .collect()
 }
@@ -106,14 +107,14 @@ struct Conv {
 }
 
 impl Conv {
-    fn apply(&self, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+    fn apply(&self, x: &[f64], weight: &[f32], bias: &[f32]) -> Vec<f64> {
         let oh = (self.h + 2 * self.pad - self.k) / self.stride + 1;
         let ow = (self.w + 2 * self.pad - self.k) / self.stride + 1;
-        let mut y = vec![0f32; self.c_out * oh * ow];
+        let mut y = vec![0f64; self.c_out * oh * ow];
         for o in 0..self.c_out {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut acc = 0f32;
+                    let mut acc = 0f64;
                     for c in 0..self.c_in {
                         for ky in 0..self.k {
                             let iy = (oy * self.stride + ky) as isize - self.pad as isize;
@@ -127,11 +128,11 @@ impl Conv {
                                 }
                                 let xi = (c * self.h + iy as usize) * self.w + ix as usize;
                                 let wi = ((o * self.c_in + c) * self.k + ky) * self.k + kx;
-                                acc += x[xi] * weight[wi];
+                                acc += x[xi] * weight[wi] as f64;
                             }
                         }
                     }
-                    y[(o * oh + oy) * ow + ox] = acc + bias[o];
+                    y[(o * oh + oy) * ow + ox] = acc + bias[o] as f64;
                 }
             }
         }
@@ -139,7 +140,7 @@ impl Conv {
     }
 }
 
-fn pool(x: &[f32], shape: Shape, k: usize, f: impl Fn(&[f32]) -> f32) -> Vec<f32> {
+fn pool(x: &[f64], shape: Shape, k: usize, f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
     let Shape::Image([c, h, w]) = shape else {
         unreachable!("validated: pooling reads images")
     };

@@ -73,6 +73,14 @@ fn the_descriptions_are_the_trained_architectures() {
     );
     let qcdq = load(&fixture("res.opset17.qcdq.onnx")).unwrap();
     assert_eq!((&res.spec, &res.params), (&qcdq.spec, &qcdq.params));
+    // TruncAvgPool2d: QONNX's Trunc and QCDQ's QuantizeLinear after the pooling read alike.
+    let pool = load(&fixture("pool.opset17.qonnx.onnx")).unwrap();
+    assert_eq!(
+        pool.spec.arch(),
+        "1x28x28 conv8k5s3p0 relu avgpool2 identity flatten linear10"
+    );
+    let qcdq = load(&fixture("pool.opset17.qcdq.onnx")).unwrap();
+    assert_eq!((&pool.spec, &pool.params), (&qcdq.spec, &qcdq.params));
 }
 
 #[test]
@@ -84,6 +92,7 @@ fn the_float_reference_reproduces_pytorch() {
         ("mlp", ["opset13.qonnx", "opset21.qcdq"]),
         ("cnn", ["opset13.qonnx", "opset21.qcdq"]),
         ("res", ["opset17.qonnx", "opset17.qcdq"]),
+        ("pool", ["opset17.qonnx", "opset17.qcdq"]),
     ] {
         let (_, torch) = npy(&format!("{model}.logits.npy"));
         let classes = torch.len() / n;

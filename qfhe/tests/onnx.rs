@@ -64,8 +64,8 @@ fn the_exact_circuit_computes_pytorchs_logits() {
     let (set, x) = images();
     let n = set.len();
     let d = x.len() / n;
-    // MLP, CNN with batch norms, and a residual block with max pooling.
-    for model in ["mlp", "cnn", "res"] {
+    // MLP, CNN with batch norms, a residual block with max pooling, truncating average pooling.
+    for model in ["mlp", "cnn", "res", "pool"] {
         let (torch_shape, torch) = npy(&format!("{model}.logits.npy"));
         let classes = torch_shape[1];
         let (m, _) = Model::from_onnx(&fixture(&format!("{model}.opset17.qcdq.onnx"))).unwrap();

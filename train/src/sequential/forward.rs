@@ -104,7 +104,8 @@ fn activate(
         }
     };
     let z = centres * p.k.clone() + p.bias.clone();
-    if p.activation == Activation::Relu {
+    // Integer tables are computed in f64; the forward reads them rather than recomputing.
+    if p.activation == Activation::Relu && !p.integer_tables {
         return model.acts[p.act].quantize(z, p.step.clone());
     }
     let (lo, hi) = p.range;

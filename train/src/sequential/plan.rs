@@ -115,14 +115,18 @@ impl PbsPlan {
             .iter()
             .enumerate()
             .map(|(j, &e)| {
-                let code = |acc: f32| {
-                    self.activation
-                        .code(acc * k[j] + b[j], self.s_out, self.range)
-                };
                 if self.integer_tables {
-                    integer_table(e, cfg.frac_bits, cfg.poly_size, code)
+                    // The exact value of an integer accumulator, as its framework rounds it.
+                    let (kj, bj, s) = (k[j] as f64, b[j] as f64, self.s_out as f64);
+                    integer_table(e, cfg.frac_bits, cfg.poly_size, |acc| {
+                        self.activation
+                            .code_f64(acc as f64 * kj + bj, s, self.range)
+                    })
                 } else {
-                    neuron_table(e, cfg.frac_bits, cfg.poly_size, code)
+                    neuron_table(e, cfg.frac_bits, cfg.poly_size, |acc| {
+                        self.activation
+                            .code(acc * k[j] + b[j], self.s_out, self.range)
+                    })
                 }
             })
             .collect()
