@@ -28,7 +28,11 @@ import torch
 import torch.nn as nn
 import brevitas.nn as qnn
 from brevitas.export import export_onnx_qcdq, export_qonnx
-from brevitas.quant import Uint8ActPerTensorFloat
+from brevitas.quant import (
+    SignedBinaryActPerTensorConst,
+    SignedBinaryWeightPerTensorConst,
+    Uint8ActPerTensorFloat,
+)
 
 
 def read_idx(path: pathlib.Path) -> np.ndarray:
@@ -231,6 +235,66 @@ class FloatCnn(nn.Module):
         pass
 
 
+class GeluMlp(nn.Module):
+    """784-64-10 with PyTorch's default (erf) GELU: signed 3-bit input, 3-bit per-channel
+    weights (accumulator range bounded), GELU then a signed 4-bit quantizer, 4-bit output
+    weights. Below opset 20 the GELU exports as Div/Erf/Add/Mul/Mul; at 20 as one Gelu."""
+
+    def __init__(self):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.quant_in = qnn.QuantIdentity(bit_width=3, return_quant_tensor=True)
+        self.fc1 = qnn.QuantLinear(
+            784, 64, bias=True, weight_bit_width=3, weight_scaling_per_output_channel=True
+        )
+        self.gelu = nn.GELU()
+        self.quant_h = qnn.QuantIdentity(bit_width=4, return_quant_tensor=True)
+        self.fc2 = qnn.QuantLinear(64, 10, bias=True, weight_bit_width=4)
+
+    def forward(self, x):
+        x = self.quant_in(self.flatten(x))
+        h = self.quant_h(self.gelu(self.fc1(x)))
+        self.scales = (x.scale.detach(), h.scale.detach())
+        return self.fc2(h)
+
+    def project(self):
+        s_in, s_h = self.scales
+        bound_accumulators(self.fc1, 7, s_in, s_h)
+
+
+class BinaryMlp(nn.Module):
+    """784-128-64-10 with bipolar (±1) hidden activations and bipolar weights after the first
+    layer (QONNX BipolarQuant): signed 3-bit input, 3-bit per-channel first-layer weights,
+    batch norms before each sign."""
+
+    def __init__(self):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.quant_in = qnn.QuantIdentity(bit_width=3, return_quant_tensor=True)
+        self.fc1 = qnn.QuantLinear(
+            784, 128, bias=False, weight_bit_width=3, weight_scaling_per_output_channel=True
+        )
+        self.bn1 = nn.BatchNorm1d(128)
+        self.sign1 = qnn.QuantIdentity(act_quant=SignedBinaryActPerTensorConst)
+        self.fc2 = qnn.QuantLinear(
+            128, 64, bias=False, weight_quant=SignedBinaryWeightPerTensorConst
+        )
+        self.bn2 = nn.BatchNorm1d(64)
+        self.sign2 = qnn.QuantIdentity(act_quant=SignedBinaryActPerTensorConst)
+        self.fc3 = qnn.QuantLinear(64, 10, bias=True, weight_quant=SignedBinaryWeightPerTensorConst)
+
+    def forward(self, x):
+        x = self.quant_in(self.flatten(x))
+        self.s_in = x.scale.detach()
+        h = self.sign1(self.bn1(self.fc1(x)))
+        h = self.sign2(self.bn2(self.fc2(h)))
+        return self.fc3(h)
+
+    def project(self):
+        # Only the first layer's range needs bounding (a sign reads no step).
+        bound_accumulators(self.fc1, 7, self.s_in, torch.tensor(1e9), self.bn1)
+
+
 class IrisMlp(nn.Module):
     """4-16-3 on Iris's raw features: signed 4-bit input quantizer, 3-bit weights and ReLU,
     4-bit output weights."""
@@ -309,7 +373,7 @@ def main():
     ap.add_argument("--samples", type=int, default=100, help="test images kept as references")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--models", default="mlp,cnn,cnn_float,res,pool")
+    ap.add_argument("--models", default="mlp,cnn,cnn_float,res,pool,gelu,bnn")
     ap.add_argument("--iris", type=pathlib.Path, help="datasets/data/iris.csv: also the Iris MLP")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -324,6 +388,7 @@ def main():
     for name in args.models.split(","):
         model = {
             "mlp": Mlp, "cnn": Cnn, "cnn_float": FloatCnn, "res": ResCnn, "pool": PoolCnn,
+            "gelu": GeluMlp, "bnn": BinaryMlp,
         }[name]()
         print(f"{name}: training {args.epochs} epochs", flush=True)
         train(model, x_train, y_train, args.epochs, args.seed)
@@ -338,14 +403,18 @@ def main():
             torch.onnx.export(model, example, str(path), opset_version=17, dynamo=False)
             exports[path.name] = path.stat().st_size
             opsets = ()
-        elif name in ("res", "pool"):
+        elif name in ("res", "pool", "bnn"):
             opsets = (17,)
+        elif name == "gelu":
+            opsets = (17, 20)
         else:
             opsets = (13, 17, 21)
         for opset in opsets:
             path = args.out / f"{name}.opset{opset}.qonnx.onnx"
             export_qonnx(model, example, export_path=str(path), opset_version=opset, dynamo=False)
             exports[path.name] = path.stat().st_size
+            if name == "bnn":
+                continue  # QCDQ has no 1-bit form
             path = args.out / f"{name}.opset{opset}.qcdq.onnx"
             export_onnx_qcdq(model, example, export_path=str(path), opset_version=opset, dynamo=False)
             exports[path.name] = path.stat().st_size

@@ -31,11 +31,12 @@
 //!
 //! Layer kinds: `linear { out }`, `conv2d { out_channels, kernel, stride, padding }`,
 //! `batch_norm` (right after a `linear` or `conv2d`; folded into it before QAT), the activations
-//! `relu`, `leaky_relu { slope }`, `sigmoid`, `tanh`, `gelu`, `silu`, `identity` (each a
-//! quantizer to `a_bits` codes, one PBS per value), `avg_pool { k }` (a sum folded into the next
-//! weighted layer, no PBS), `max_pool { k = 2 }` (6 PBS per window), `flatten`, and
-//! `add { from }`: the element-wise sum of the current values and the output of layer `from`
-//! (0-based index into `layers`), a residual connection of two tensors of equal shape.
+//! `relu`, `leaky_relu { slope }`, `sigmoid`, `tanh`, `gelu` (tanh form), `gelu_erf`, `silu`,
+//! `identity` (each a quantizer to `a_bits` codes, one PBS per value; `sign`, codes ±1, for
+//! binarized models trained elsewhere), `avg_pool { k }` (a sum folded into the next weighted
+//! layer, no PBS), `max_pool { k = 2 }` (6 PBS per window), `flatten`, and `add { from }`: the
+//! element-wise sum of the current values and the output of layer `from` (0-based index into
+//! `layers`), a residual connection of two tensors of equal shape.
 //!
 //! The rules a model must follow, checked by [`ModelSpec::validate`]: weighted layers read
 //! activations (or the input), never another weighted layer's raw accumulators; the last layer
@@ -148,10 +149,18 @@ pub enum Activation {
     /// `z · Φ(z)` (Gaussian error linear unit, tanh approximation as in PyTorch's
     /// `approximate="tanh"`).
     Gelu,
+    /// `z · Φ(z) = z/2 · (1 + erf(z/√2))`, the exact Gaussian error linear unit (PyTorch's
+    /// default `approximate="none"`; erf from `libm`, a port of FreeBSD's msun).
+    GeluErf,
     /// `z · sigmoid(z)` (SiLU, swish).
     Silu,
     /// `z`.
     Identity,
+    /// `+1` for `z ≥ 0`, `−1` below: a bipolar (binarized) activation whose codes are `±1`,
+    /// worth `±step` (QONNX `BipolarQuant`, Brevitas's binary activation quantizers). Its
+    /// gradient is zero almost everywhere: it is read from models trained elsewhere (with a
+    /// straight-through estimator), not trained from scratch by qfhe.
+    Sign,
 }
 
 impl Activation {
@@ -172,19 +181,21 @@ impl Activation {
                 let c = (2.0 / std::f32::consts::PI).sqrt();
                 0.5 * z * (1.0 + (c * (z + 0.044_715 * z * z * z)).tanh())
             }
+            Self::GeluErf => 0.5 * z * (1.0 + libm::erff(z * std::f32::consts::FRAC_1_SQRT_2)),
             Self::Silu => z / (1.0 + (-z).exp()),
             Self::Identity => z,
+            Self::Sign => 1f32.copysign(z + 0.0),
         }
     }
 
     /// The function's steepest slope, at least 1: a table step after it can be this many
     /// times narrower, in pre-activation units, than its output step, so training bounds the
-    /// accumulator with the step divided by it. GELU (tanh form) peaks at 1.129 near z = 1.41,
+    /// accumulator with the step divided by it. GELU (both forms) peaks at 1.129 near z = 1.41,
     /// SiLU at 1.0998 near z = 2.40 (maxima of the derivatives, rounded up); the others are at
     /// most 1.
     pub fn max_slope(self) -> f32 {
         match self {
-            Self::Gelu => 1.13,
+            Self::Gelu | Self::GeluErf => 1.13,
             Self::Silu => 1.10,
             _ => 1.0,
         }
@@ -198,20 +209,26 @@ impl Activation {
     /// The codes `[lo, hi]` of a `bits`-bit quantizer after this function (code 0 is the value
     /// 0, no zero point): `[0, 2^b − 1]` for ReLU and sigmoid; `[−2^(b−1), 2^(b−1) − 1]` for
     /// tanh, leaky ReLU and the identity; `[−2^(b−2), 3·2^(b−2) − 1]` for GELU and SiLU, whose
-    /// negative part is small (minimum −0.17 and −0.28), so a quarter of the codes cover it.
+    /// negative part is small (minimum −0.17 and −0.28), so a quarter of the codes cover it;
+    /// `[−1, 1]` for the sign, whatever `bits`.
     pub fn code_range(self, bits: u32) -> (i32, i32) {
         let levels = 1i32 << bits;
         match self {
             Self::Relu | Self::Sigmoid => (0, levels - 1),
             Self::Tanh | Self::LeakyRelu { .. } | Self::Identity => (-levels / 2, levels / 2 - 1),
-            Self::Gelu | Self::Silu => (-levels / 4, 3 * levels / 4 - 1),
+            Self::Gelu | Self::GeluErf | Self::Silu => (-levels / 4, 3 * levels / 4 - 1),
+            Self::Sign => (-1, 1),
         }
     }
 
     /// The quantized activation of a dequantized pre-activation `z`:
     /// `clamp(round(f(z) / s_out), lo, hi)`, ties to even, in `f32` in this order (the QAT
-    /// forward reads tables built by this function, so the two agree exactly).
+    /// forward reads tables built by this function, so the two agree exactly). The sign's
+    /// codes are its values `±1` (clamped to the range), whatever `s_out`.
     pub fn code(self, z: f32, s_out: f32, (lo, hi): (i32, i32)) -> i32 {
+        if self == Self::Sign {
+            return (self.apply(z) as i32).clamp(lo, hi);
+        }
         crate::scheme::round_ties_even(self.apply(z) / s_out).clamp(lo as f32, hi as f32) as i32
     }
 
@@ -232,8 +249,10 @@ impl Activation {
                 let c = (2.0 / std::f64::consts::PI).sqrt();
                 0.5 * z * (1.0 + (c * (z + 0.044_715 * z * z * z)).tanh())
             }
+            Self::GeluErf => 0.5 * z * (1.0 + libm::erf(z * std::f64::consts::FRAC_1_SQRT_2)),
             Self::Silu => z / (1.0 + (-z).exp()),
             Self::Identity => z,
+            Self::Sign => 1f64.copysign(z + 0.0),
         }
     }
 
@@ -241,6 +260,9 @@ impl Activation {
     /// exact value (e.g. a pooled sum requantized by a power of two lands exactly on a tie,
     /// which `f32` products can move off).
     pub fn code_f64(self, z: f64, s_out: f64, (lo, hi): (i32, i32)) -> i32 {
+        if self == Self::Sign {
+            return (self.apply_f64(z) as i32).clamp(lo, hi);
+        }
         (self.apply_f64(z) / s_out)
             .round_ties_even()
             .clamp(lo as f64, hi as f64) as i32
@@ -291,12 +313,16 @@ pub enum LayerSpec {
     Sigmoid,
     /// tanh, quantized.
     Tanh,
-    /// GELU, quantized.
+    /// GELU (tanh form), quantized.
     Gelu,
+    /// GELU (erf form, exact), quantized.
+    GeluErf,
     /// SiLU, quantized.
     Silu,
     /// The identity, quantized (a requantization).
     Identity,
+    /// The sign `±1` (bipolar codes worth `±step`), for models trained elsewhere.
+    Sign,
     /// `k × k` average pooling with stride `k`.
     AvgPool {
         /// Window.
@@ -333,8 +359,10 @@ impl LayerSpec {
             Self::Sigmoid => "sigmoid",
             Self::Tanh => "tanh",
             Self::Gelu => "gelu",
+            Self::GeluErf => "gelu_erf",
             Self::Silu => "silu",
             Self::Identity => "identity",
+            Self::Sign => "sign",
             Self::AvgPool { .. } => "avg_pool",
             Self::MaxPool { .. } => "max_pool",
             Self::Flatten => "flatten",
@@ -350,8 +378,10 @@ impl LayerSpec {
             Self::Sigmoid => Activation::Sigmoid,
             Self::Tanh => Activation::Tanh,
             Self::Gelu => Activation::Gelu,
+            Self::GeluErf => Activation::GeluErf,
             Self::Silu => Activation::Silu,
             Self::Identity => Activation::Identity,
+            Self::Sign => Activation::Sign,
             _ => return None,
         })
     }

@@ -200,3 +200,31 @@ fn the_readme_example_is_a_valid_model() {
         .iter()
         .any(|l| matches!(l, qfhe_core::LayerSpec::Add { from: 2 })));
 }
+
+#[test]
+fn exact_gelu_and_sign_compute_their_definitions() {
+    use qfhe_core::Activation;
+    // Φ(1) = 0.841344746, Φ(−2) = 0.022750132 (standard normal table).
+    let gelu = Activation::GeluErf;
+    assert!((gelu.apply_f64(1.0) - 0.841_344_746).abs() < 1e-9);
+    assert!((gelu.apply_f64(-2.0) + 2.0 * 0.022_750_132).abs() < 1e-9);
+    assert!((gelu.apply(1.0) - 0.841_344_7).abs() < 1e-6);
+    // The tanh form differs from it by at most about 5e-4.
+    assert!((Activation::Gelu.apply_f64(1.0) - gelu.apply_f64(1.0)).abs() < 1e-3);
+    let sign = Activation::Sign;
+    let range = sign.code_range(4);
+    assert_eq!(range, (-1, 1));
+    for s_out in [0.01f32, 1.0, 7.5] {
+        assert_eq!(sign.code(0.3, s_out, range), 1);
+        assert_eq!(sign.code(0.0, s_out, range), 1, "zero is positive, as in QONNX");
+        assert_eq!(sign.code(-1e-6, s_out, range), -1);
+        assert_eq!(sign.code_f64(-3.0, s_out as f64, range), -1);
+    }
+    let text = "input = [4]\nclasses = 2\n[[layers]]\nkind = \"linear\"\nout = 3\n\
+                [[layers]]\nkind = \"sign\"\n[[layers]]\nkind = \"linear\"\nout = 2\n\
+                [[layers]]\nkind = \"gelu_erf\"\n[[layers]]\nkind = \"linear\"\nout = 2\n";
+    let spec: ModelSpec = toml::from_str(text).unwrap();
+    spec.validate().unwrap();
+    assert_eq!(spec.layers[1].activation(), Some(Activation::Sign));
+    assert_eq!(spec.layers[3].activation(), Some(Activation::GeluErf));
+}

@@ -11,6 +11,7 @@
 //! and the graph's output must be the last weighted layer's float accumulators: the logits.
 
 use crate::error::{OnnxError, Result};
+use crate::fuse::fuse_gelu;
 use crate::graph::{Graph, Node, Tensor};
 use crate::ops::{unsupported, QONNX_DOMAINS};
 use crate::quantizer::{broadcast, Quantizer, Rounding};
@@ -54,6 +55,15 @@ pub fn import(graph: &Graph) -> Result<Imported> {
 /// # Errors
 /// As [`import`].
 pub fn import_with(graph: &Graph, float_bits: QuantSpec) -> Result<Imported> {
+    let has_erf = graph.nodes.iter().any(|n| n.op_type == "Erf");
+    let (fused_graph, fused) = if has_erf {
+        let mut g = graph.clone();
+        let notes = fuse_gelu(&mut g);
+        (Some(g), notes)
+    } else {
+        (None, vec![])
+    };
+    let graph = fused_graph.as_ref().unwrap_or(graph);
     let missing = unsupported(graph);
     if !missing.is_empty() {
         return Err(OnnxError::Unsupported(missing));
@@ -92,7 +102,7 @@ pub fn import_with(graph: &Graph, float_bits: QuantSpec) -> Result<Imported> {
         params: vec![],
         input_shape: shape,
         input: None,
-        notes: vec![],
+        notes: fused,
         pending_pad: HashMap::new(),
     };
     w.syms.insert(
@@ -271,11 +281,7 @@ impl Walk {
         let qonnx = QONNX_DOMAINS.contains(&node.domain.as_str());
         match (qonnx, node.op_type.as_str()) {
             (true, "Quant" | "IntQuant") => self.qonnx_quant(node),
-            (true, "BipolarQuant") => Err(err(
-                node,
-                "1-bit bipolar quantization (±scale) is not supported: use an integer quantizer \
-                 of 2 bits or more",
-            )),
+            (true, "BipolarQuant") => self.bipolar_quant(node),
             (true, "Trunc") => self.trunc(node),
             (_, "Identity") => {
                 let s = self.sym(node, 0)?.clone();
@@ -285,13 +291,14 @@ impl Walk {
             (_, "Clip") => self.clip(node),
             (_, "DequantizeLinear") => self.dequantize_linear(node),
             (_, "Flatten" | "Reshape") => self.flatten(node),
+            (_, "Transpose") => self.transpose(node),
             (_, "Gemm" | "MatMul") => self.gemm(node),
             (_, "Conv") => self.conv(node),
             (_, "Pad") => self.pad(node),
             (_, "BatchNormalization") => self.batch_norm(node),
             (_, "Add") => self.add(node),
             (_, "Mul") => self.mul(node),
-            (_, "Relu" | "Sigmoid" | "Tanh" | "LeakyRelu") => self.function(node),
+            (_, "Relu" | "Sigmoid" | "Tanh" | "LeakyRelu" | "Gelu") => self.function(node),
             (_, "AveragePool" | "GlobalAveragePool") => self.avg_pool(node),
             (_, "MaxPool") => self.max_pool(node),
             _ => Err(err(node, "not lowered (internal: listed as supported)")),
@@ -328,6 +335,75 @@ impl Walk {
         let x = self.sym(node, 0)?.clone();
         let out = self.quantized(node, x, q)?;
         self.set(node, out)
+    }
+
+    /// QONNX `BipolarQuant(X, scale)`: `Y = scale · (X ≥ 0 ? 1 : −1)`. On weights, codes `±1`
+    /// (2-bit weights that are never 0); on a layer's accumulators, pooled values or a
+    /// residual sum, the sign activation with step `scale`.
+    fn bipolar_quant(&mut self, node: &Node) -> Result<()> {
+        let scale = self.constant(node, 1)?;
+        let q = Quantizer {
+            scale,
+            zero: Tensor {
+                dims: vec![],
+                data: vec![0.0],
+                data_type: crate::proto::data_type::FLOAT,
+            },
+            min: -1,
+            max: 1,
+            rounding: Rounding::Sign,
+            node: node.name.clone(),
+        };
+        let d = match self.sym(node, 0)?.clone() {
+            Sym::Data(d) => d,
+            x => {
+                let out = self.quantized(node, x, q)?;
+                return self.set(node, out);
+            }
+        };
+        let step = match q.per_tensor() {
+            Some((s, _)) if s.is_finite() && s > 0.0 => s,
+            _ => {
+                return Err(err(
+                    node,
+                    "a bipolar activation needs one positive scale per tensor",
+                ))
+            }
+        };
+        match d.stage {
+            Stage::Acc { .. } | Stage::Codes { layer: Some(_) } => {}
+            Stage::Act { .. } => {
+                return Err(err(
+                    node,
+                    "a function before a bipolar quantizer: the sign is the activation, remove \
+                     the function (or use an integer quantizer after it)",
+                ))
+            }
+            _ => {
+                return Err(err(
+                    node,
+                    "bipolar quantization of the model's input: quantize the input with an \
+                     integer quantizer (2 to 8 bits)",
+                ))
+            }
+        }
+        let params = ActivationParams {
+            step: step as f32,
+            range: (-1, 1),
+            bits: 2,
+        };
+        let index = self.push(LayerSpec::Sign, LayerParams::Activation(Some(params)));
+        self.notes.push(format!(
+            "layer {index} (sign): bipolar activation codes ±1, scale {step:e} (from '{}')",
+            node.name
+        ));
+        self.set(
+            node,
+            Sym::Data(Data {
+                shape: d.shape,
+                stage: Stage::Codes { layer: Some(index) },
+            }),
+        )
     }
 
     /// QONNX `Trunc` (v2: `X, scale, zeropt, in_bitwidth, out_scale, out_bitwidth`) after an
@@ -938,6 +1014,62 @@ impl Walk {
         )
     }
 
+    /// `Transpose` of a 2-D constant or quantized weight (Brevitas writes one before a
+    /// `MatMul` for a dense layer without bias); data keeps its layout.
+    fn transpose(&mut self, node: &Node) -> Result<()> {
+        let swap = |t: &Tensor, values: &[f64]| -> Result<(Vec<usize>, Vec<f64>)> {
+            let perm = node.ints("perm").unwrap_or(&[1, 0]);
+            let [a, b] = t.dims[..] else {
+                return Err(err(
+                    node,
+                    format!(
+                        "transposes a constant of shape {:?}; qfhe reads 2-D ones",
+                        t.dims
+                    ),
+                ));
+            };
+            if perm != [1, 0] {
+                return Err(err(node, format!("permutation {perm:?} of a 2-D constant")));
+            }
+            let mut out = Vec::with_capacity(values.len());
+            for j in 0..b {
+                out.extend((0..a).map(|i| values[i * b + j]));
+            }
+            Ok((vec![b, a], out))
+        };
+        let out = match self.sym(node, 0)?.clone() {
+            Sym::Const(t, clip) => {
+                let (dims, data) = swap(&t, &t.data)?;
+                Sym::Const(Tensor { dims, data, ..t }, clip)
+            }
+            Sym::Weight {
+                codes,
+                scales,
+                bits,
+            } => {
+                let (_, scales) = swap(&codes, &scales)?;
+                let (dims, data) = swap(&codes, &codes.data)?;
+                Sym::Weight {
+                    codes: Tensor {
+                        dims,
+                        data,
+                        ..codes
+                    },
+                    scales,
+                    bits,
+                }
+            }
+            _ => {
+                return Err(err(
+                    node,
+                    "transposes data: qfhe reads NCHW images and flat vectors; export without \
+                     it (use Flatten)",
+                ))
+            }
+        };
+        self.set(node, out)
+    }
+
     fn pad(&mut self, node: &Node) -> Result<()> {
         // A constant zero Pad is kept for the convolution that reads it (Brevitas writes one
         // before a padded convolution in some exports).
@@ -1155,8 +1287,10 @@ fn activation_layer(f: Activation) -> LayerSpec {
         Activation::Sigmoid => LayerSpec::Sigmoid,
         Activation::Tanh => LayerSpec::Tanh,
         Activation::Gelu => LayerSpec::Gelu,
+        Activation::GeluErf => LayerSpec::GeluErf,
         Activation::Silu => LayerSpec::Silu,
         Activation::Identity => LayerSpec::Identity,
+        Activation::Sign => LayerSpec::Sign,
     }
 }
 
@@ -1221,6 +1355,16 @@ impl Walk {
             "Relu" => Activation::Relu,
             "Sigmoid" => Activation::Sigmoid,
             "Tanh" => Activation::Tanh,
+            "Gelu" => match node.string("approximate", "none") {
+                "none" => Activation::GeluErf,
+                "tanh" => Activation::Gelu,
+                other => {
+                    return Err(err(
+                        node,
+                        format!("approximate = '{other}'; ONNX defines 'none' and 'tanh'"),
+                    ))
+                }
+            },
             _ => Activation::LeakyRelu {
                 slope: node.float("alpha", 0.01),
             },

@@ -1,5 +1,7 @@
 //! Reading models trained elsewhere from ONNX files into qfhe's model description.
 //!
+//! * [`fuse`]: multi-node patterns exporters write for one function (the erf-form GELU)
+//!   fused back into one node;
 //! * [`graph`]: the file, decoded (a small protobuf schema of the ONNX messages qfhe reads,
 //!   [`proto`]) and checked — sizes before allocation, no external data, no cycle, every value
 //!   produced once;
@@ -11,6 +13,7 @@
 //! The model is then built and lowered like any trained model (crate `qfhe`).
 
 pub mod error;
+pub mod fuse;
 pub mod graph;
 pub mod import;
 pub mod ops;

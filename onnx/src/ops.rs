@@ -10,7 +10,7 @@ pub const QONNX_DOMAINS: [&str; 3] = [
     "finn.custom_op.general",
 ];
 
-const DEFAULT_OPS: [&str; 20] = [
+const DEFAULT_OPS: [&str; 22] = [
     "Gemm",
     "MatMul",
     "Add",
@@ -22,11 +22,13 @@ const DEFAULT_OPS: [&str; 20] = [
     "LeakyRelu",
     "Sigmoid",
     "Tanh",
+    "Gelu",
     "AveragePool",
     "GlobalAveragePool",
     "MaxPool",
     "Flatten",
     "Reshape",
+    "Transpose",
     "Identity",
     "Clip",
     "QuantizeLinear",
@@ -62,10 +64,11 @@ fn hint(domain: &str, op_type: &str) -> Option<&'static str> {
         ("", "Concat") => "replace the concatenation by a residual Add of equal shapes, or by one wider Gemm/Conv",
         ("", "Sub") => "fold the constant into the preceding layer's bias (an Add of a constant)",
         ("", "Softmax" | "LogSoftmax") => "remove it from the exported model: qfhe reads the class from the logits (argmax), which softmax does not change",
-        ("", "Transpose" | "Squeeze" | "Unsqueeze") => "export without it: qfhe reads NCHW images and flat vectors, use Flatten",
+        ("", "Squeeze" | "Unsqueeze") => "export without it: qfhe reads NCHW images and flat vectors, use Flatten",
         ("", "LSTM" | "GRU" | "RNN") => "recurrent layers are not supported; unroll a fixed-length sequence into Gemm layers",
         ("", "Resize" | "Upsample" | "DepthToSpace") => "upsampling is not supported; use a strided Conv or pooling instead",
-        ("", "Erf") => "qfhe reads GELU as its tanh form: build the model with nn.GELU(approximate='tanh'), or use ReLU",
+        ("", "Erf") => "qfhe reads Erf only inside GELU's x·½·(1 + erf(x/√2)) as nn.GELU() exports it, whose intermediate values nothing else reads; use nn.GELU(), or export at opset_version=20 (one Gelu node)",
+        ("", "Pow" | "Div") => "GELU's tanh form (nn.GELU(approximate='tanh')) exports below opset 20 as Pow/Mul/Tanh: export at opset_version=20 (one Gelu node) or use nn.GELU(); fold other constant divisions into the preceding layer",
         ("", "HardSwish" | "HardSigmoid" | "Elu" | "Selu" | "Celu" | "Softplus" | "Mish" | "PRelu") => "use ReLU, LeakyReLU, Sigmoid or Tanh before the activation quantizer",
         (d, "FloatQuant") if QONNX_DOMAINS.contains(&d) => "floating-point quantization (minifloat) is not supported: use an integer quantizer (Brevitas Int*/Uint* quantizers)",
         (d, "MultiThreshold") if QONNX_DOMAINS.contains(&d) => "export the model before FINN's streamlining (as Brevitas writes it)",

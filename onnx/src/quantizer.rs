@@ -14,6 +14,9 @@ pub enum Rounding {
     Floor,
     /// Up (QONNX `CEIL`).
     Ceil,
+    /// To `+1` from 0 up, to `−1` below: QONNX `BipolarQuant`, whose codes are `±1` (with
+    /// `min = −1`, `max = 1` and no zero point).
+    Sign,
 }
 
 impl Rounding {
@@ -23,6 +26,13 @@ impl Rounding {
             Self::HalfEven => v.round_ties_even(),
             Self::Floor => v.floor(),
             Self::Ceil => v.ceil(),
+            Self::Sign => {
+                if v >= 0.0 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            }
         }
     }
 

@@ -84,15 +84,51 @@ fn the_descriptions_are_the_trained_architectures() {
 }
 
 #[test]
+fn gelu_reads_alike_as_erf_nodes_and_as_one_gelu_node() {
+    let erf = load(&fixture("gelu.opset17.qonnx.onnx")).unwrap();
+    assert_eq!(
+        erf.spec.arch(),
+        "1x28x28 flatten linear64 gelu_erf linear10",
+        "{:?}",
+        erf.spec
+    );
+    assert!(
+        erf.notes
+            .iter()
+            .any(|n| n.contains("GELU (erf form) read from 5 nodes")),
+        "{:?}",
+        erf.notes
+    );
+    for export in ["opset20.qonnx", "opset17.qcdq", "opset20.qcdq"] {
+        let other = load(&fixture(&format!("gelu.{export}.onnx"))).unwrap();
+        assert_eq!(
+            (&other.spec, &other.params),
+            (&erf.spec, &erf.params),
+            "{export}"
+        );
+    }
+}
+
+#[test]
 fn the_float_reference_reproduces_pytorch() {
     let (shape, x) = npy("mnist_test_x.npy");
     let n = shape[0];
     let d = x.len() / n;
     for (model, exports) in [
-        ("mlp", ["opset13.qonnx", "opset21.qcdq"]),
-        ("cnn", ["opset13.qonnx", "opset21.qcdq"]),
-        ("res", ["opset17.qonnx", "opset17.qcdq"]),
-        ("pool", ["opset17.qonnx", "opset17.qcdq"]),
+        ("mlp", &["opset13.qonnx", "opset21.qcdq"][..]),
+        ("cnn", &["opset13.qonnx", "opset21.qcdq"]),
+        ("res", &["opset17.qonnx", "opset17.qcdq"]),
+        ("pool", &["opset17.qonnx", "opset17.qcdq"]),
+        (
+            "gelu",
+            &[
+                "opset17.qonnx",
+                "opset20.qonnx",
+                "opset17.qcdq",
+                "opset20.qcdq",
+            ],
+        ),
+        ("bnn", &["opset17.qonnx"]),
     ] {
         let (_, torch) = npy(&format!("{model}.logits.npy"));
         let classes = torch.len() / n;

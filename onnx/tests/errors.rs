@@ -126,6 +126,35 @@ fn unsupported_operators_are_listed_once_each_with_counts_and_a_hint() {
 }
 
 #[test]
+fn an_erf_outside_gelu_and_tanh_gelus_pow_say_how_to_export() {
+    // x · (1 + erf(x/√2)) without the ½ is not GELU: the Erf stays and is listed.
+    let bytes = model(
+        vec![
+            node("Div", "", "div", &["x", "sqrt2"], &["d"]),
+            node("Erf", "", "erf", &["d"], &["e"]),
+            node("Add", "", "add", &["e", "one"], &["a"]),
+            node("Mul", "", "mul", &["x", "a"], &["m"]),
+            node("Pow", "", "pow", &["m", "three"], &["y"]),
+        ],
+        vec![
+            floats("sqrt2", &[], vec![std::f32::consts::SQRT_2]),
+            floats("one", &[], vec![1.0]),
+            floats("three", &[], vec![3.0]),
+        ],
+        "y",
+    );
+    let err = import_bytes(&bytes).unwrap_err();
+    let OnnxError::Unsupported(ops) = &err else {
+        panic!("{err}")
+    };
+    let listed: Vec<&str> = ops.iter().map(|o| o.op_type.as_str()).collect();
+    assert_eq!(listed, ["Div", "Erf", "Pow"]);
+    let text = err.to_string();
+    assert!(text.contains("nn.GELU()"), "{text}");
+    assert!(text.contains("opset_version=20"), "{text}");
+}
+
+#[test]
 fn a_float_quant_and_blocked_dequantization_are_refused_by_name() {
     let float_quant = model(
         vec![node(

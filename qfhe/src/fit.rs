@@ -4,7 +4,7 @@
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::prelude::Device;
-use qfhe_core::{ModelParams, ModelSpec};
+use qfhe_core::{LayerSpec, ModelParams, ModelSpec};
 use qfhe_datasets::Dataset;
 use qfhe_fhe_runtime::FheParams;
 use qfhe_quant::EncodingConfig;
@@ -59,6 +59,13 @@ impl FitConfig {
             if !(lr.is_finite() && lr > 0.0) {
                 return bad(field, lr.to_string(), "a positive learning rate");
             }
+        }
+        if !(0.0..1.0).contains(&t.distill) {
+            return bad(
+                "train.distill",
+                t.distill.to_string(),
+                "a weight in [0, 1) (0: no distillation)",
+            );
         }
         if !(self.min_step_slots.is_finite() && self.min_step_slots > 0.0) {
             return bad(
@@ -156,6 +163,16 @@ pub fn fit_with(
 ) -> Result<Model> {
     let encoding = cfg.encoding()?;
     spec.validate()?;
+    if let Some(i) = spec.layers.iter().position(|l| *l == LayerSpec::Sign) {
+        // Its gradient is zero almost everywhere: fp32 training would not move.
+        return Err(Error::Config {
+            field: "model.layers",
+            value: format!("layers[{i}] (sign)"),
+            bound: "activations with a gradient; sign is read from binarized models trained \
+                    elsewhere (ONNX BipolarQuant): train with tanh or identity instead"
+                .into(),
+        });
+    }
     let inputs: usize = spec.input.iter().product();
     if inputs != data.train.pixels() {
         return Err(Error::Mismatch {

@@ -64,11 +64,19 @@ fn the_exact_circuit_computes_pytorchs_logits() {
     let (set, x) = images();
     let n = set.len();
     let d = x.len() / n;
-    // MLP, CNN with batch norms, a residual block with max pooling, truncating average pooling.
-    for model in ["mlp", "cnn", "res", "pool"] {
+    // MLP, CNN with batch norms, a residual block with max pooling, truncating average pooling,
+    // GELU, bipolar weights and activations.
+    for (model, export) in [
+        ("mlp", "opset17.qcdq"),
+        ("cnn", "opset17.qcdq"),
+        ("res", "opset17.qcdq"),
+        ("pool", "opset17.qcdq"),
+        ("gelu", "opset17.qcdq"),
+        ("bnn", "opset17.qonnx"),
+    ] {
         let (torch_shape, torch) = npy(&format!("{model}.logits.npy"));
         let classes = torch_shape[1];
-        let (m, _) = Model::from_onnx(&fixture(&format!("{model}.opset17.qcdq.onnx"))).unwrap();
+        let (m, _) = Model::from_onnx(&fixture(&format!("{model}.{export}.onnx"))).unwrap();
         let circuit = m.circuit().unwrap();
         let mut worst = 0f32;
         for i in 0..n {
@@ -225,4 +233,42 @@ fn an_imported_table_model_reads_raw_features_and_computes_pytorchs_logits() {
             );
         }
     }
+}
+
+#[test]
+fn a_binarized_model_is_imported_but_not_trained_here() {
+    let (m, notes) = Model::from_onnx(&fixture("bnn.opset17.qonnx.onnx")).unwrap();
+    let spec = m.info().model.clone();
+    assert_eq!(
+        spec.arch(),
+        "1x28x28 flatten linear128 sign linear64 sign linear10"
+    );
+    assert_eq!(
+        notes.iter().filter(|n| n.contains("bipolar")).count(),
+        2,
+        "{notes:?}"
+    );
+    // Bipolar weight codes are ±1, never 0: each weight is ± its row's step.
+    let json = serde_json::to_value(&m.params().unwrap().layers[3]).unwrap();
+    let w = &json["weighted"];
+    let steps: Vec<f64> = serde_json::from_value(w["step"].clone()).unwrap();
+    let weights: Vec<f64> = serde_json::from_value(w["weight"].clone()).unwrap();
+    for (j, row) in weights.chunks(128).enumerate() {
+        for v in row {
+            assert!(
+                (v.abs() / steps[j] - 1.0).abs() < 1e-5,
+                "row {j}: {v} / {}",
+                steps[j]
+            );
+        }
+    }
+    let (set, _) = images();
+    let data = qfhe::datasets::Dataset {
+        name: "fixture".into(),
+        train: set.clone(),
+        test: set,
+        num_classes: 10,
+    };
+    let err = qfhe::fit(&spec, &data, &qfhe::FitConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("layers[2] (sign)"), "{err}");
 }

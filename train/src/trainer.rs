@@ -1,6 +1,6 @@
 //! Training: fp32 pre-training, quantizer calibration, QAT fine-tuning.
 
-use crate::batch::{argmax_rows, code_inputs, float_inputs, one_hot, Augment};
+use crate::batch::{argmax_rows, batch_inputs, code_inputs, float_inputs, one_hot, Augment};
 use crate::progress::{Phase, TrainEvent};
 use crate::qat::{PhaseNoise, QatModel};
 use burn::optim::{AdamConfig, GradientsParams};
@@ -47,7 +47,16 @@ pub struct TrainConfig {
     pub max_train: Option<usize>,
     /// Use only the first `n` test images for the per-epoch evaluation; `None` uses all.
     pub max_eval: Option<usize>,
+    /// Knowledge distillation in QAT: the weight `α ∈ [0, 1)` of the loss that pulls the
+    /// quantized model's softened predictions toward the fp32 model's (Hinton et al. 2015:
+    /// `(1 − α)·CE + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))`, `T` =
+    /// [`DISTILL_TEMPERATURE`]). 0 trains on the labels alone.
+    #[serde(default)]
+    pub distill: f64,
 }
+
+/// Temperature of the distillation loss ([`TrainConfig::distill`]).
+pub const DISTILL_TEMPERATURE: f64 = 2.0;
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -63,6 +72,7 @@ impl Default for TrainConfig {
             seed: 42,
             max_train: None,
             max_eval: None,
+            distill: 0.0,
         }
     }
 }
@@ -119,6 +129,18 @@ fn cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     (log_softmax(logits, 1) * targets)
         .sum()
         .mul_scalar(-1.0 / n)
+}
+
+/// `T²·KL(softmax(teacher/T) ‖ softmax(student/T))`, mean over the batch; the teacher's logits
+/// carry no gradient.
+fn distillation(student: Tensor<2>, teacher: Tensor<2>) -> Tensor<1> {
+    let t = DISTILL_TEMPERATURE;
+    let n = student.dims()[0] as f64;
+    let log_p = log_softmax(teacher.detach().div_scalar(t), 1);
+    let log_q = log_softmax(student.div_scalar(t), 1);
+    (log_p.clone().exp() * (log_p - log_q))
+        .sum()
+        .mul_scalar(t * t / n)
 }
 
 /// Train the model `build` makes on `data`: fp32, then calibration and QAT. Returns the QAT
@@ -246,6 +268,9 @@ pub fn train_model_with<M: QatModel>(
         progress(TrainEvent::EpochEnd(epochs.last().expect("just pushed")));
     }
 
+    // The fp32 model, before calibration folds its batch norms, teaches the quantized one; it
+    // runs without autodiff, so its forward records no graph.
+    let teacher = (cfg.distill > 0.0).then(|| model.valid());
     calibrate(&mut model, &train_set);
     let mut opt = AdamConfig::new().init();
     let total_steps = (cfg.qat_epochs * batches).max(1);
@@ -270,9 +295,18 @@ pub fn train_model_with<M: QatModel>(
         let t = Instant::now();
         let mut loss_sum = 0.0;
         for (done, idx) in order.chunks(cfg.batch_size).enumerate() {
-            let x = code_inputs(&train_set, idx, in_bits, &mut augment, &ad);
+            let (pixels, x) = batch_inputs(&train_set, idx, in_bits, &mut augment, &ad);
             let y = one_hot(&train_set, idx, classes, &ad);
-            let loss = cross_entropy(model.forward_qat(x, noise)?, y);
+            let logits = model.forward_qat(x, noise)?;
+            let loss = match &teacher {
+                Some(t) => {
+                    let pixels = Tensor::<2>::from_data(pixels.into_data(), device);
+                    let soft = Tensor::<2>::from_data(t.forward_float(pixels).0.into_data(), &ad);
+                    cross_entropy(logits.clone(), y).mul_scalar(1.0 - cfg.distill)
+                        + distillation(logits, soft).mul_scalar(cfg.distill)
+                }
+                None => cross_entropy(logits, y),
+            };
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = cosine_lr(cfg.qat_lr, step, total_steps);
@@ -385,4 +419,33 @@ pub fn accuracy(preds: &[usize], labels: &[u8]) -> f64 {
         .filter(|(p, l)| **p == **l as usize)
         .count();
     ok as f64 / preds.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits(v: &[f32]) -> Tensor<2> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [2, 3]), &Device::flex())
+    }
+
+    fn value(t: Tensor<1>) -> f32 {
+        t.into_scalar::<f32>()
+    }
+
+    #[test]
+    fn distillation_is_zero_only_when_the_student_agrees_with_the_teacher() {
+        let teacher = logits(&[2.0, 0.5, -1.0, 0.0, 3.0, 1.0]);
+        assert!(value(distillation(teacher.clone(), teacher.clone())).abs() < 1e-6);
+        // Shifting a row's logits by a constant changes no probability.
+        let shifted = logits(&[7.0, 5.5, 4.0, -2.0, 1.0, -1.0]);
+        assert!(value(distillation(shifted, teacher.clone())).abs() < 1e-5);
+        let other = logits(&[0.0, 0.5, 2.0, 3.0, 0.0, 1.0]);
+        let far = value(distillation(other, teacher.clone()));
+        let near = value(distillation(
+            logits(&[1.8, 0.5, -0.8, 0.0, 2.9, 1.0]),
+            teacher,
+        ));
+        assert!(far > near && near > 0.0, "{far} {near}");
+    }
 }

@@ -359,8 +359,21 @@ pub fn apply_float(a: Activation, z: Tensor<2>) -> Tensor<2> {
             let inner = (z.clone() + z.clone().powi_scalar(3).mul_scalar(0.044_715)).mul_scalar(c);
             z.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
         }
+        Activation::GeluErf => {
+            let cdf = z
+                .clone()
+                .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)
+                .erf()
+                .add_scalar(1.0);
+            z.mul_scalar(0.5) * cdf
+        }
         Activation::Silu => z.clone() * activation::sigmoid(z),
         Activation::Identity => z,
+        Activation::Sign => z
+            .greater_equal_elem(0.0)
+            .float()
+            .mul_scalar(2.0)
+            .sub_scalar(1.0),
     }
 }
 

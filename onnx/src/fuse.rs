@@ -1,0 +1,331 @@
+//! Subgraphs that exporters write for one function, fused back into that function's node
+//! before the walk.
+//!
+//! PyTorch's exact GELU (`nn.GELU()`, `approximate="none"`) has no ONNX operator below opset
+//! 20; the exporter writes `x · ½ · (1 + erf(x / √2))` as five or six nodes:
+//! `Div(x, √2)` (or `Mul(x, 1/√2)`) → `Erf` → `Add(·, 1)` → two `Mul`s that bring in `x` and
+//! `½` in either order (the `½` possibly as its own `Mul(x, ½)`). Each such chain becomes one
+//! `Gelu` node (default domain, `approximate = "none"`), as opset 20 writes it, which the walk
+//! reads like any other activation.
+
+use crate::graph::{Attr, Graph, Node};
+use std::collections::{BTreeMap, HashSet};
+
+/// Largest relative distance from `√2`, `1/√2`, `1` or `½` accepted for a pattern constant
+/// (exporters write them as `f32`, 6·10⁻⁸ apart from the real number).
+const CONSTANT_TOLERANCE: f64 = 1e-6;
+
+/// Fuse every erf-form GELU of `graph` into one `Gelu` node. Returns one note per fused
+/// chain, naming its nodes. A chain whose intermediate values are read elsewhere is left as
+/// it is (its `Erf` is then listed as unsupported).
+pub fn fuse_gelu(graph: &mut Graph) -> Vec<String> {
+    let mut notes = vec![];
+    let erfs: Vec<usize> = (0..graph.nodes.len())
+        .filter(|&i| graph.nodes[i].domain.is_empty() && graph.nodes[i].op_type == "Erf")
+        .collect();
+    let mut removed: HashSet<usize> = HashSet::new();
+    let mut fused: Vec<(usize, Node)> = vec![];
+    for e in erfs {
+        let Some(chain) = erf_chain(graph, e) else {
+            continue;
+        };
+        if chain.nodes.iter().any(|n| removed.contains(n)) {
+            continue;
+        }
+        let last = *chain.nodes.iter().max().expect("a chain has nodes");
+        let names: Vec<&str> = chain
+            .nodes
+            .iter()
+            .map(|&i| graph.nodes[i].name.as_str())
+            .collect();
+        notes.push(format!(
+            "GELU (erf form) read from {} nodes ({}) as one activation",
+            names.len(),
+            names.join(", ")
+        ));
+        let mut attrs = BTreeMap::new();
+        attrs.insert("approximate".to_string(), Attr::Str("none".into()));
+        fused.push((
+            last,
+            Node {
+                name: graph.nodes[e].name.clone(),
+                domain: String::new(),
+                op_type: "Gelu".into(),
+                inputs: vec![chain.x],
+                outputs: vec![chain.output],
+                attrs,
+            },
+        ));
+        removed.extend(chain.nodes);
+    }
+    if fused.is_empty() {
+        return notes;
+    }
+    // The fused node takes the place of its chain's last node: its input `x` is produced
+    // before the chain's first node, and every reader of its output after the last.
+    let mut at: std::collections::HashMap<usize, Node> = fused.into_iter().collect();
+    let nodes = std::mem::take(&mut graph.nodes);
+    graph.nodes = nodes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| match at.remove(&i) {
+            Some(gelu) => Some(gelu),
+            None => (!removed.contains(&i)).then_some(n),
+        })
+        .collect();
+    notes
+}
+
+/// A matched chain: its input, its output and the indices of its nodes.
+struct Chain {
+    x: String,
+    output: String,
+    nodes: Vec<usize>,
+}
+
+fn near(v: f64, target: f64) -> bool {
+    ((v - target) / target).abs() < CONSTANT_TOLERANCE
+}
+
+/// The scalar constant input of a two-input node, and the other input.
+fn constant_operand<'a>(graph: &'a Graph, node: &'a Node) -> Option<(f64, &'a str)> {
+    let [a, b] = &node.inputs[..] else {
+        return None;
+    };
+    let scalar = |v: &str| graph.constants.get(v).and_then(|t| t.scalar());
+    match (scalar(a), scalar(b)) {
+        (None, Some(c)) => Some((c, a)),
+        (Some(c), None) if node.op_type != "Div" => Some((c, b)),
+        _ => None,
+    }
+}
+
+/// The index of the only node reading `value`, when exactly one node reads it once and it
+/// is not a graph output.
+fn sole_reader(graph: &Graph, value: &str) -> Option<usize> {
+    if graph.outputs.iter().any(|o| o == value) {
+        return None;
+    }
+    let mut readers = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.inputs.iter().any(|i| i == value));
+    let (i, n) = readers.next()?;
+    let once = n.inputs.iter().filter(|v| *v == value).count() == 1;
+    (readers.next().is_none() && once).then_some(i)
+}
+
+fn index_of(graph: &Graph, value: &str) -> Option<usize> {
+    graph
+        .nodes
+        .iter()
+        .position(|n| n.outputs.iter().any(|o| o == value))
+}
+
+fn is_op(node: &Node, op: &str) -> bool {
+    node.domain.is_empty() && node.op_type == op && node.outputs.len() == 1
+}
+
+/// The erf-form GELU around the `Erf` node `e`, if the nodes around it compute exactly
+/// `x · ½ · (1 + erf(x/√2))` and nothing else reads their intermediate values.
+fn erf_chain(graph: &Graph, e: usize) -> Option<Chain> {
+    let erf = &graph.nodes[e];
+    let [erf_in] = &erf.inputs[..] else {
+        return None;
+    };
+    let d = index_of(graph, erf_in)?;
+    let div = &graph.nodes[d];
+    let (c, x) = constant_operand(graph, div)?;
+    let scaled = (is_op(div, "Div") && near(c, std::f64::consts::SQRT_2))
+        || (is_op(div, "Mul") && near(c, std::f64::consts::FRAC_1_SQRT_2));
+    if !scaled || sole_reader(graph, erf_in)? != e || graph.constants.contains_key(x) {
+        return None;
+    }
+    let a = sole_reader(graph, &erf.outputs[0])?;
+    let add = &graph.nodes[a];
+    let (one, _) = constant_operand(graph, add)?;
+    if !is_op(add, "Add") || !near(one, 1.0) {
+        return None;
+    }
+    let mut nodes = vec![d, e, a];
+    // Two Muls bring in x and ½ in either order; a separate Mul(x, ½) may carry both.
+    let (mut value, mut half, mut has_x) = (add.outputs[0].clone(), 1.0f64, false);
+    while !(has_x && near(half, 0.5)) {
+        let m = sole_reader(graph, &value)?;
+        let mul = &graph.nodes[m];
+        if !is_op(mul, "Mul") || nodes.len() >= 6 {
+            return None;
+        }
+        let other = mul.inputs.iter().find(|v| **v != value)?;
+        if let Some(c) = graph.constants.get(other).and_then(|t| t.scalar()) {
+            half *= c;
+        } else if other == x && !has_x {
+            has_x = true;
+        } else {
+            // `other` must be Mul(x, c) read only here.
+            let h = index_of(graph, other)?;
+            let (c, from) = constant_operand(graph, &graph.nodes[h])?;
+            if has_x
+                || from != x
+                || !is_op(&graph.nodes[h], "Mul")
+                || sole_reader(graph, other)? != m
+            {
+                return None;
+            }
+            half *= c;
+            has_x = true;
+            nodes.push(h);
+        }
+        nodes.push(m);
+        value = mul.outputs[0].clone();
+    }
+    nodes.sort_unstable();
+    Some(Chain {
+        x: x.to_string(),
+        output: value,
+        nodes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{GraphInput, Tensor};
+    use std::collections::HashMap;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> Node {
+        Node {
+            name: format!("{op}_{output}"),
+            domain: String::new(),
+            op_type: op.into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![output.into()],
+            attrs: BTreeMap::new(),
+        }
+    }
+
+    fn graph(nodes: Vec<Node>, output: &str) -> Graph {
+        let scalar = |v: f64| Tensor {
+            dims: vec![],
+            data: vec![v],
+            data_type: 1,
+        };
+        let constants = HashMap::from([
+            ("sqrt2".to_string(), scalar(std::f32::consts::SQRT_2 as f64)),
+            (
+                "inv_sqrt2".into(),
+                scalar(std::f32::consts::FRAC_1_SQRT_2 as f64),
+            ),
+            ("one".into(), scalar(1.0)),
+            ("half".into(), scalar(0.5)),
+            ("two".into(), scalar(2.0)),
+        ]);
+        Graph {
+            opsets: vec![(String::new(), 17)],
+            inputs: vec![GraphInput {
+                name: "in".into(),
+                shape: vec![Some(1), Some(4)],
+            }],
+            outputs: vec![output.into()],
+            nodes,
+            constants,
+        }
+    }
+
+    /// `Relu(in) → x`, then the GELU nodes, then `Relu(y) → out`.
+    fn around(gelu: Vec<Node>) -> Graph {
+        let mut nodes = vec![node("Relu", &["in"], "x")];
+        nodes.extend(gelu);
+        nodes.push(node("Relu", &["y"], "out"));
+        graph(nodes, "out")
+    }
+
+    fn ops(g: &Graph) -> Vec<&str> {
+        g.nodes.iter().map(|n| n.op_type.as_str()).collect()
+    }
+
+    #[test]
+    fn the_three_orders_pytorch_writes_fuse_into_one_gelu() {
+        let orders = [
+            // x·(1 + erf)·½, as the TorchScript exporter writes it.
+            vec![
+                node("Div", &["x", "sqrt2"], "d"),
+                node("Erf", &["d"], "e"),
+                node("Add", &["e", "one"], "a"),
+                node("Mul", &["x", "a"], "m"),
+                node("Mul", &["m", "half"], "y"),
+            ],
+            // (x·½)·(1 + erf), with x/√2 as a product.
+            vec![
+                node("Mul", &["x", "half"], "h"),
+                node("Mul", &["x", "inv_sqrt2"], "d"),
+                node("Erf", &["d"], "e"),
+                node("Add", &["one", "e"], "a"),
+                node("Mul", &["h", "a"], "y"),
+            ],
+            // ((1 + erf)·½)·x.
+            vec![
+                node("Div", &["x", "sqrt2"], "d"),
+                node("Erf", &["d"], "e"),
+                node("Add", &["e", "one"], "a"),
+                node("Mul", &["a", "half"], "m"),
+                node("Mul", &["m", "x"], "y"),
+            ],
+        ];
+        for gelu in orders {
+            let mut g = around(gelu);
+            let notes = fuse_gelu(&mut g);
+            assert_eq!(notes.len(), 1, "{notes:?}");
+            assert_eq!(ops(&g), ["Relu", "Gelu", "Relu"]);
+            assert_eq!(
+                (&g.nodes[1].inputs[..], &g.nodes[1].outputs[..]),
+                (&["x".to_string()][..], &["y".to_string()][..])
+            );
+            assert_eq!(g.nodes[1].string("approximate", ""), "none");
+        }
+    }
+
+    #[test]
+    fn chains_that_compute_something_else_are_left_alone() {
+        let wrong_constant = vec![
+            node("Div", &["x", "two"], "d"),
+            node("Erf", &["d"], "e"),
+            node("Add", &["e", "one"], "a"),
+            node("Mul", &["x", "a"], "m"),
+            node("Mul", &["m", "half"], "y"),
+        ];
+        let no_half = vec![
+            node("Div", &["x", "sqrt2"], "d"),
+            node("Erf", &["d"], "e"),
+            node("Add", &["e", "one"], "a"),
+            node("Mul", &["x", "a"], "y"),
+        ];
+        let x_twice = vec![
+            node("Div", &["x", "sqrt2"], "d"),
+            node("Erf", &["d"], "e"),
+            node("Add", &["e", "one"], "a"),
+            node("Mul", &["x", "a"], "m"),
+            node("Mul", &["m", "x"], "y"),
+        ];
+        for gelu in [wrong_constant, no_half, x_twice] {
+            let mut g = around(gelu);
+            let before = g.nodes.clone();
+            assert!(fuse_gelu(&mut g).is_empty());
+            assert_eq!(g.nodes, before);
+        }
+        // The erf is read a second time: fusing would drop that reader's input.
+        let mut nodes = vec![
+            node("Relu", &["in"], "x"),
+            node("Div", &["x", "sqrt2"], "d"),
+            node("Erf", &["d"], "e"),
+            node("Add", &["e", "one"], "a"),
+            node("Mul", &["x", "a"], "m"),
+            node("Mul", &["m", "half"], "y"),
+        ];
+        nodes.push(node("Add", &["y", "e"], "out"));
+        let mut g = graph(nodes, "out");
+        assert!(fuse_gelu(&mut g).is_empty());
+        assert_eq!(g.nodes.len(), 7);
+    }
+}
