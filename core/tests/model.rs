@@ -216,7 +216,11 @@ fn exact_gelu_and_sign_compute_their_definitions() {
     assert_eq!(range, (-1, 1));
     for s_out in [0.01f32, 1.0, 7.5] {
         assert_eq!(sign.code(0.3, s_out, range), 1);
-        assert_eq!(sign.code(0.0, s_out, range), 1, "zero is positive, as in QONNX");
+        assert_eq!(
+            sign.code(0.0, s_out, range),
+            1,
+            "zero is positive, as in QONNX"
+        );
         assert_eq!(sign.code(-1e-6, s_out, range), -1);
         assert_eq!(sign.code_f64(-3.0, s_out as f64, range), -1);
     }
