@@ -9,7 +9,7 @@
 //! reads like any other activation.
 
 use crate::graph::{Attr, Graph, Node};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Largest relative distance from `√2`, `1/√2`, `1` or `½` accepted for a pattern constant
 /// (exporters write them as `f32`, 6·10⁻⁸ apart from the real number).
@@ -23,10 +23,11 @@ pub fn fuse_gelu(graph: &mut Graph) -> Vec<String> {
     let erfs: Vec<usize> = (0..graph.nodes.len())
         .filter(|&i| graph.nodes[i].domain.is_empty() && graph.nodes[i].op_type == "Erf")
         .collect();
+    let uses = Uses::new(graph);
     let mut removed: HashSet<usize> = HashSet::new();
     let mut fused: Vec<(usize, Node)> = vec![];
     for e in erfs {
-        let Some(chain) = erf_chain(graph, e) else {
+        let Some(chain) = erf_chain(graph, &uses, e) else {
             continue;
         };
         if chain.nodes.iter().any(|n| removed.contains(n)) {
@@ -63,7 +64,7 @@ pub fn fuse_gelu(graph: &mut Graph) -> Vec<String> {
     }
     // The fused node takes the place of its chain's last node: its input `x` is produced
     // before the chain's first node, and every reader of its output after the last.
-    let mut at: std::collections::HashMap<usize, Node> = fused.into_iter().collect();
+    let mut at: HashMap<usize, Node> = fused.into_iter().collect();
     let nodes = std::mem::take(&mut graph.nodes);
     graph.nodes = nodes
         .into_iter()
@@ -100,27 +101,49 @@ fn constant_operand<'a>(graph: &'a Graph, node: &'a Node) -> Option<(f64, &'a st
     }
 }
 
-/// The index of the only node reading `value`, when exactly one node reads it once and it
-/// is not a graph output.
-fn sole_reader(graph: &Graph, value: &str) -> Option<usize> {
-    if graph.outputs.iter().any(|o| o == value) {
-        return None;
-    }
-    let mut readers = graph
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.inputs.iter().any(|i| i == value));
-    let (i, n) = readers.next()?;
-    let once = n.inputs.iter().filter(|v| *v == value).count() == 1;
-    (readers.next().is_none() && once).then_some(i)
+/// Who produces and who reads each value, built once (a graph may hold many `Erf` nodes).
+struct Uses<'a> {
+    producer: HashMap<&'a str, usize>,
+    /// Readers, once per input slot (a node reading a value twice is listed twice).
+    readers: HashMap<&'a str, Vec<usize>>,
+    outputs: HashSet<&'a str>,
 }
 
-fn index_of(graph: &Graph, value: &str) -> Option<usize> {
-    graph
-        .nodes
-        .iter()
-        .position(|n| n.outputs.iter().any(|o| o == value))
+impl<'a> Uses<'a> {
+    fn new(graph: &'a Graph) -> Self {
+        let mut producer = HashMap::new();
+        let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, n) in graph.nodes.iter().enumerate() {
+            for o in &n.outputs {
+                producer.insert(o.as_str(), i);
+            }
+            for v in &n.inputs {
+                readers.entry(v.as_str()).or_default().push(i);
+            }
+        }
+        let outputs = graph.outputs.iter().map(String::as_str).collect();
+        Self {
+            producer,
+            readers,
+            outputs,
+        }
+    }
+
+    /// The index of the only node reading `value`, when exactly one node reads it, once, and
+    /// it is not a graph output.
+    fn sole_reader(&self, value: &str) -> Option<usize> {
+        if self.outputs.contains(value) {
+            return None;
+        }
+        match self.readers.get(value)?[..] {
+            [i] => Some(i),
+            _ => None,
+        }
+    }
+
+    fn producer(&self, value: &str) -> Option<usize> {
+        self.producer.get(value).copied()
+    }
 }
 
 fn is_op(node: &Node, op: &str) -> bool {
@@ -129,20 +152,20 @@ fn is_op(node: &Node, op: &str) -> bool {
 
 /// The erf-form GELU around the `Erf` node `e`, if the nodes around it compute exactly
 /// `x · ½ · (1 + erf(x/√2))` and nothing else reads their intermediate values.
-fn erf_chain(graph: &Graph, e: usize) -> Option<Chain> {
+fn erf_chain(graph: &Graph, uses: &Uses, e: usize) -> Option<Chain> {
     let erf = &graph.nodes[e];
     let [erf_in] = &erf.inputs[..] else {
         return None;
     };
-    let d = index_of(graph, erf_in)?;
+    let d = uses.producer(erf_in)?;
     let div = &graph.nodes[d];
     let (c, x) = constant_operand(graph, div)?;
     let scaled = (is_op(div, "Div") && near(c, std::f64::consts::SQRT_2))
         || (is_op(div, "Mul") && near(c, std::f64::consts::FRAC_1_SQRT_2));
-    if !scaled || sole_reader(graph, erf_in)? != e || graph.constants.contains_key(x) {
+    if !scaled || uses.sole_reader(erf_in)? != e || graph.constants.contains_key(x) {
         return None;
     }
-    let a = sole_reader(graph, &erf.outputs[0])?;
+    let a = uses.sole_reader(&erf.outputs[0])?;
     let add = &graph.nodes[a];
     let (one, _) = constant_operand(graph, add)?;
     if !is_op(add, "Add") || !near(one, 1.0) {
@@ -152,7 +175,7 @@ fn erf_chain(graph: &Graph, e: usize) -> Option<Chain> {
     // Two Muls bring in x and ½ in either order; a separate Mul(x, ½) may carry both.
     let (mut value, mut half, mut has_x) = (add.outputs[0].clone(), 1.0f64, false);
     while !(has_x && near(half, 0.5)) {
-        let m = sole_reader(graph, &value)?;
+        let m = uses.sole_reader(&value)?;
         let mul = &graph.nodes[m];
         if !is_op(mul, "Mul") || nodes.len() >= 6 {
             return None;
@@ -164,12 +187,9 @@ fn erf_chain(graph: &Graph, e: usize) -> Option<Chain> {
             has_x = true;
         } else {
             // `other` must be Mul(x, c) read only here.
-            let h = index_of(graph, other)?;
+            let h = uses.producer(other)?;
             let (c, from) = constant_operand(graph, &graph.nodes[h])?;
-            if has_x
-                || from != x
-                || !is_op(&graph.nodes[h], "Mul")
-                || sole_reader(graph, other)? != m
+            if has_x || from != x || !is_op(&graph.nodes[h], "Mul") || uses.sole_reader(other)? != m
             {
                 return None;
             }
