@@ -76,6 +76,7 @@ pub fn wide_stage(
         out_min: out.0,
         out_max: out.1,
         delta,
+        exclusive: None,
     })
 }
 

@@ -1,6 +1,7 @@
-//! Circuit files: JSON of [`Circuit`], `{"format": "qfhe-circuit", "version": 4, …}`, read with
+//! Circuit files: JSON of [`Circuit`], `{"format": "qfhe-circuit", "version": 6, …}`, read with
 //! the version first and validated before use. Files of versions 1–3 (a chain of hidden layers
-//! with monotone threshold tables) are upgraded to the current structure when read.
+//! with monotone threshold tables) are upgraded to the current structure when read; versions 4
+//! and 5 read as version 6 without its optional fields.
 
 use crate::error::CircuitError;
 use crate::ir::{
@@ -92,6 +93,12 @@ impl Circuit {
             Some(v) if v < 4 && header.format.as_deref() == Some(FORMAT_TAG) => {
                 let legacy: legacy::Circuit = serde_json::from_slice(bytes).map_err(parse_err)?;
                 legacy.upgrade()?
+            }
+            // Versions 4 and 5 are version 6 without its optional fields.
+            Some(4 | 5) if header.format.as_deref() == Some(FORMAT_TAG) => {
+                let mut c: Circuit = serde_json::from_slice(bytes).map_err(parse_err)?;
+                c.version = FORMAT_VERSION;
+                c
             }
             _ => serde_json::from_slice(bytes).map_err(parse_err)?,
         };
@@ -270,6 +277,7 @@ mod legacy {
                     out_min: 0,
                     out_max: h.out_qmax,
                     delta,
+                    exclusive: None,
                 });
             }
             let o = self.output;

@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 /// layer's power-of-two `delta_log2` by any integer Δ; version 4 made the circuit a graph of
 /// stages ([`Source`]), each owning its output scale ([`Stage::delta`]), with per-slot signed
 /// tables ([`Table`]); version 5 added the optional per-feature input quantizer
-/// ([`Input::quantizer`]) and the output readout ([`OutputLayer::readout`]). Files of versions
-/// 1–3 are upgraded when read; version 4 files read as they are.
-pub const FORMAT_VERSION: u32 = 5;
+/// ([`Input::quantizer`]) and the output readout ([`OutputLayer::readout`]); version 6 added
+/// exclusive groups of neurons ([`Stage::exclusive`]). Files of versions 1–3 are upgraded when
+/// read; version 4 and 5 files read as they are.
+pub const FORMAT_VERSION: u32 = 6;
 /// Oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 pub(crate) const FORMAT_TAG: &str = "qfhe-circuit";
@@ -211,6 +212,14 @@ pub struct Stage {
     /// (mod `2^64`, so negative codes are fine). Owned by this stage; every reader must accept
     /// it (a multiple of the phase unit for PBS stages, a range fit for the output layer).
     pub delta: u64,
+    /// Groups of neurons of which at most one writes a non-zero code per sample:
+    /// `exclusive[i]` is neuron `i`'s group (`d_out` entries, each `< d_out`). The lowering
+    /// guarantees it (the leaves of one decision tree: one path is taken); readers' worst-case
+    /// ranges then count one neuron per group ([`Circuit::row_stats`]), so the output layer
+    /// after an ensemble gets a Δ as wide as one leaf per tree allows, not all leaves at once.
+    /// A file that declares groups its tables break decrypts wrapped values, never panics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<Vec<u32>>,
 }
 
 impl Stage {
@@ -438,13 +447,35 @@ impl Circuit {
     }
 
     /// Worst-case statistics of row `j` of `g`: each weight against the code range of the source
-    /// its input comes from.
+    /// its input comes from; inputs from one exclusive group ([`Stage::exclusive`]) count as
+    /// the largest of their terms, since the others are 0.
     pub fn row_stats(&self, g: &Gemm, j: usize) -> RowStats {
         let sources = InputSources::of(self, g);
         let mut acc = RowAccumulator::default();
+        let mut groups: std::collections::BTreeMap<(usize, u32), (i64, i64)> = Default::default();
         for (t, &w) in g.row(j).iter().enumerate() {
-            let (lo, hi) = self.range(sources.at(g.input_index(j, t)));
-            acc.add(w, lo, hi);
+            let (source, at) = sources.locate(g.input_index(j, t));
+            let (lo, hi) = self.range(source);
+            let group = match source {
+                Source::Stage(k) => self.stages[k]
+                    .exclusive
+                    .as_ref()
+                    .and_then(|e| e.get(at))
+                    .map(|&id| (k, id)),
+                Source::Input => None,
+            };
+            match group {
+                Some(key) => {
+                    let (a, b) = (w as i64 * lo as i64, w as i64 * hi as i64);
+                    let span = groups.entry(key).or_insert((0, 0));
+                    *span = (span.0.min(a.min(b)), span.1.max(a.max(b)));
+                    acc.add_noise(w);
+                }
+                None => acc.add(w, lo, hi),
+            }
+        }
+        for (lo, hi) in groups.into_values() {
+            acc.add_span(lo, hi);
         }
         acc.finish()
     }
@@ -514,7 +545,12 @@ impl InputSources {
 
     /// The source of input `i`.
     pub fn at(&self, i: usize) -> Source {
+        self.locate(i).0
+    }
+
+    /// The source of input `i` and its index among that source's values.
+    pub fn locate(&self, i: usize) -> (Source, usize) {
         let k = self.parts.partition_point(|p| p.0 <= i).saturating_sub(1);
-        self.parts[k].1
+        (self.parts[k].1, i.saturating_sub(self.parts[k].0))
     }
 }

@@ -250,6 +250,31 @@ impl Circuit {
         if stage.delta == 0 {
             return invalid(format!("{name}: output scale Δ is 0"));
         }
+        if let Some(groups) = &stage.exclusive {
+            if groups.len() != g.d_out {
+                return invalid(format!(
+                    "{name}: {} exclusive-group entries for {} neurons",
+                    groups.len(),
+                    g.d_out
+                ));
+            }
+            if let Some((i, id)) = groups
+                .iter()
+                .enumerate()
+                .find(|(_, &id)| id as usize >= g.d_out)
+            {
+                return invalid(format!(
+                    "{name} neuron {i}: exclusive group {id} is not below the stage's {} neurons",
+                    g.d_out
+                ));
+            }
+            if stage.out_min > 0 || stage.out_max < 0 {
+                return invalid(format!(
+                    "{name}: exclusive groups need code 0 (the silent neurons' output) in the range [{}, {}]",
+                    stage.out_min, stage.out_max
+                ));
+            }
+        }
         let n = self.encoding.poly_size;
         let half_torus_units = (n as i64) << self.encoding.frac_bits;
         for (j, neuron) in stage.neurons.iter().enumerate() {

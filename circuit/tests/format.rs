@@ -185,3 +185,56 @@ fn inconsistent_circuits_are_refused() {
     c.format = "something-else".into();
     assert!(message(&c).contains("format tag"));
 }
+
+#[test]
+fn version_5_files_load_as_they_are() {
+    let c = chain();
+    let mut json: serde_json::Value = serde_json::to_value(&c).unwrap();
+    json["version"] = 5.into();
+    let read = Circuit::from_json(&serde_json::to_vec(&json).unwrap(), "v5.json").unwrap();
+    assert_eq!(read, c);
+}
+
+#[test]
+fn exclusive_groups_narrow_the_readers_ranges_and_are_checked() {
+    let c = chain();
+    let s = c.stages.len() - 1;
+    let d_out = c.stages[s].d_out();
+    let wide: Vec<i64> = (0..c.output.d_out())
+        .map(|j| c.output_row_stats(j).range())
+        .collect();
+    // One group: the output reads at most one of the stage's neurons.
+    let mut grouped = c.clone();
+    grouped.stages[s].exclusive = Some(vec![0; d_out]);
+    let (lo, hi) = (grouped.stages[s].out_min, grouped.stages[s].out_max);
+    for (j, &w) in wide.iter().enumerate() {
+        let r = grouped.output_row_stats(j);
+        let largest = c
+            .output
+            .gemm
+            .row(j)
+            .iter()
+            .map(|&w| {
+                (w as i64 * lo as i64)
+                    .abs()
+                    .max((w as i64 * hi as i64).abs())
+            })
+            .max()
+            .unwrap();
+        assert!(
+            r.range() <= 2 * largest && r.range() <= w,
+            "{} vs {w}",
+            r.range()
+        );
+        assert_eq!(
+            r.l2,
+            c.output_row_stats(j).l2,
+            "noise still comes from every input"
+        );
+    }
+    let mut bad = c.clone();
+    bad.stages[s].exclusive = Some(vec![0; d_out + 1]);
+    assert!(message(&bad).contains("exclusive-group entries"));
+    bad.stages[s].exclusive = Some(vec![d_out as u32; d_out]);
+    assert!(message(&bad).contains("is not below"));
+}

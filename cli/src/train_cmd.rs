@@ -74,7 +74,9 @@ fn fit_config(args: &ModelArgs, spec: &ModelSpec) -> FitConfig {
                 .augment_shift
                 .unwrap_or(if args.model == "lenet" { 2 } else { 0 }),
             select_best: args.select_best.unwrap_or(0),
-            distill: args.distill,
+            distill: args
+                .distill
+                .unwrap_or(if args.model == "lenet" { 0.7 } else { 0.0 }),
             seed: args.seed,
             ..TrainConfig::default()
         },

@@ -56,6 +56,20 @@ impl RowAccumulator {
         self.sq += (w as f64) * (w as f64);
     }
 
+    /// Add a term whose value lies in `[lo, hi]` (already weighted; e.g. the largest of a
+    /// group of terms of which only one is non-zero), saturating like [`RowAccumulator::add`].
+    /// Its weights' noise goes in with [`RowAccumulator::add_noise`].
+    pub fn add_span(&mut self, lo: i64, hi: i64) {
+        self.acc_min = self.acc_min.saturating_add(lo.min(hi));
+        self.acc_max = self.acc_max.saturating_add(lo.max(hi));
+    }
+
+    /// Count weight `w` in ‖W‖₂ only (its term's range goes in with
+    /// [`RowAccumulator::add_span`]): every input ciphertext carries noise, zero or not.
+    pub fn add_noise(&mut self, w: i32) {
+        self.sq += (w as f64) * (w as f64);
+    }
+
     /// The statistics of the weights added so far.
     pub fn finish(self) -> RowStats {
         RowStats {

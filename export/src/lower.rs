@@ -156,6 +156,7 @@ fn stage(p: &PbsPlan, gemm: Gemm, delta: u64, cfg: &EncodingConfig, label: Optio
         out_min: p.range.0,
         out_max: p.range.1,
         delta,
+        exclusive: None,
     }
 }
 
@@ -427,6 +428,7 @@ impl Builder {
             out_min: 0,
             out_max: qmax,
             delta: 0,
+            exclusive: None,
         };
         Ok((stage, enc.delta_in))
     }

@@ -22,6 +22,7 @@ fn staircase(mult: i64, base: i64) -> Circuit {
         out_min: 0,
         out_max: 255,
         delta: 1 << 52,
+        exclusive: None,
     };
     let output = OutputLayer {
         gemm: dense(vec![Source::Stage(0)], 1, vec![1]),

@@ -21,6 +21,29 @@ fn small(kind: TreeKind) -> TreesConfig {
 fn check(model: &qfhe::TreeModel, test: &Table, metric: Metric, fhe_rows: usize) {
     let c = model.circuit();
     let quantized = model.quantized();
+    // One leaf per tree writes a value: the output's worst case counts one leaf per tree (at
+    // most ±leaf_max each), and its row still sees every leaf's noise.
+    let leaves = &c.stages[1];
+    let groups = leaves
+        .exclusive
+        .as_ref()
+        .expect("leaves are grouped by tree");
+    let trees = groups
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert!(trees <= quantized.trees.len());
+    for j in 0..c.output.d_out() {
+        let row = c.output_row_stats(j);
+        let one_per_tree = trees as i64 * (leaves.out_max - leaves.out_min) as i64;
+        assert!(
+            row.range() <= one_per_tree,
+            "{} > {one_per_tree}",
+            row.range()
+        );
+        let read = c.output.gemm.row(j).iter().filter(|&&w| w != 0).count();
+        assert!((row.l2 - (read as f64).sqrt()).abs() < 1e-9);
+    }
     let codes = qfhe::tabular::codes(c, test).unwrap();
     for (r, x) in codes.iter().enumerate() {
         let exact = c.run_exact(x).unwrap();

@@ -159,8 +159,9 @@ pub fn lower_ensemble(
     // Splits (stage 0) and leaves (stage 1), in tree order.
     let mut base: Vec<f32> = q.base.clone();
     let mut comparisons: Vec<(usize, i32)> = Vec::new(); // (feature, threshold)
-    let mut leaves: Vec<(Path, Vec<f32>)> = Vec::new(); // path over neurons, values
-    for t in &q.trees {
+                                                         // (tree, path over neurons, values)
+    let mut leaves: Vec<(usize, Path, Vec<f32>)> = Vec::new();
+    for (tree, t) in q.trees.iter().enumerate() {
         let mut ids = vec![usize::MAX; t.nodes.len()];
         for (k, n) in t.nodes.iter().enumerate() {
             if let CodeNode::Split {
@@ -179,6 +180,7 @@ pub fn lower_ensemble(
                 base.iter_mut().zip(value).for_each(|(b, v)| *b += v);
             } else {
                 leaves.push((
+                    tree,
                     path.iter().map(|&(k, l)| (ids[k], l)).collect(),
                     value.clone(),
                 ));
@@ -190,7 +192,7 @@ pub fn lower_ensemble(
             "every tree is a single leaf: the model is a constant, nothing to encrypt".into(),
         );
     }
-    let depth = leaves.iter().map(|(p, _)| p.len()).max().unwrap_or(1);
+    let depth = leaves.iter().map(|(_, p, _)| p.len()).max().unwrap_or(1);
 
     // Stage 0: codes spread over the usable half torus, one band of `u0` phase units each.
     let u0 = usable / (qmax_in + 1);
@@ -216,7 +218,11 @@ pub fn lower_ensemble(
     let mut leaf_inputs = Vec::new();
     let mut leaf_neurons = Vec::new();
     let mut feeds = Vec::new(); // output of each leaf neuron
-    for (path, value) in &leaves {
+                                // One path through a tree is taken whatever the comparisons output, so at most one leaf
+                                // neuron per tree writes a non-zero code: a tree's group is its first neuron's index.
+    let mut groups: Vec<u32> = Vec::new();
+    let mut group_of_tree: Vec<Option<u32>> = vec![None; q.trees.len()];
+    for (tree, path, value) in &leaves {
         let lefts = path.iter().filter(|p| p.1).count() as i64;
         let rights = path.len() as i64 - lefts;
         // acc = −rights sits at the centre of band 0; acc = lefts (reached) in band depth_l.
@@ -239,6 +245,8 @@ pub fn lower_ensemble(
                     }
                 }
             }
+            let group = *group_of_tree[*tree].get_or_insert(leaf_neurons.len() as u32);
+            groups.push(group);
             leaf_neurons.push(Neuron {
                 mult: u1,
                 offset,
@@ -282,6 +290,7 @@ pub fn lower_ensemble(
         out_min: 0,
         out_max: 1,
         delta: u1 as u64 * tpu,
+        exclusive: None,
     };
     let stage1 = Stage {
         label: Some("leaves".into()),
@@ -298,6 +307,7 @@ pub fn lower_ensemble(
         out_max: leaf_qmax,
         // Placeholder until the output rows are known.
         delta: 1 << 40,
+        exclusive: Some(groups),
     };
     let output = OutputLayer {
         gemm: Gemm {
