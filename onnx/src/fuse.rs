@@ -9,23 +9,29 @@
 //! reads like any other activation.
 
 use crate::graph::{Attr, Graph, Node};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Largest relative distance from `√2`, `1/√2`, `1` or `½` accepted for a pattern constant
 /// (exporters write them as `f32`, 6·10⁻⁸ apart from the real number).
 const CONSTANT_TOLERANCE: f64 = 1e-6;
 
-/// Fuse every erf-form GELU of `graph` into one `Gelu` node. Returns one note per fused
-/// chain, naming its nodes. A chain whose intermediate values are read elsewhere is left as
-/// it is (its `Erf` is then listed as unsupported).
-pub fn fuse_gelu(graph: &mut Graph) -> Vec<String> {
+/// `graph`'s nodes with every erf-form GELU fused into one `Gelu` node (borrowed as they are
+/// when there is none), and one note per fused chain, naming its nodes. A chain whose
+/// intermediate values are read elsewhere is left as it is (its `Erf` is then listed as
+/// unsupported). The constants are not copied: only nodes change.
+pub fn fuse_gelu(graph: &Graph) -> (Cow<'_, [Node]>, Vec<String>) {
     let mut notes = vec![];
     let erfs: Vec<usize> = (0..graph.nodes.len())
         .filter(|&i| graph.nodes[i].domain.is_empty() && graph.nodes[i].op_type == "Erf")
         .collect();
+    if erfs.is_empty() {
+        return (Cow::Borrowed(&graph.nodes), notes);
+    }
     let uses = Uses::new(graph);
     let mut removed: HashSet<usize> = HashSet::new();
-    let mut fused: Vec<(usize, Node)> = vec![];
+    // Each fused node by the index of its chain's last node, whose place it takes.
+    let mut fused: HashMap<usize, Node> = HashMap::new();
     for e in erfs {
         let Some(chain) = erf_chain(graph, &uses, e) else {
             continue;
@@ -46,7 +52,7 @@ pub fn fuse_gelu(graph: &mut Graph) -> Vec<String> {
         ));
         let mut attrs = BTreeMap::new();
         attrs.insert("approximate".to_string(), Attr::Str("none".into()));
-        fused.push((
+        fused.insert(
             last,
             Node {
                 name: graph.nodes[e].name.clone(),
@@ -56,25 +62,24 @@ pub fn fuse_gelu(graph: &mut Graph) -> Vec<String> {
                 outputs: vec![chain.output],
                 attrs,
             },
-        ));
+        );
         removed.extend(chain.nodes);
     }
     if fused.is_empty() {
-        return notes;
+        return (Cow::Borrowed(&graph.nodes), notes);
     }
-    // The fused node takes the place of its chain's last node: its input `x` is produced
-    // before the chain's first node, and every reader of its output after the last.
-    let mut at: HashMap<usize, Node> = fused.into_iter().collect();
-    let nodes = std::mem::take(&mut graph.nodes);
-    graph.nodes = nodes
-        .into_iter()
+    // In the last node's place, the fused node's input `x` is produced before the chain's
+    // first node, and every reader of its output comes after the last.
+    let nodes = graph
+        .nodes
+        .iter()
         .enumerate()
-        .filter_map(|(i, n)| match at.remove(&i) {
+        .filter_map(|(i, n)| match fused.remove(&i) {
             Some(gelu) => Some(gelu),
-            None => (!removed.contains(&i)).then_some(n),
+            None => (!removed.contains(&i)).then(|| n.clone()),
         })
         .collect();
-    notes
+    (Cow::Owned(nodes), notes)
 }
 
 /// A matched chain: its input, its output and the indices of its nodes.
@@ -88,13 +93,17 @@ fn near(v: f64, target: f64) -> bool {
     ((v - target) / target).abs() < CONSTANT_TOLERANCE
 }
 
+/// The value of `v` when it is a constant with one element.
+fn scalar(graph: &Graph, v: &str) -> Option<f64> {
+    graph.constants.get(v).and_then(|t| t.scalar())
+}
+
 /// The scalar constant input of a two-input node, and the other input.
 fn constant_operand<'a>(graph: &'a Graph, node: &'a Node) -> Option<(f64, &'a str)> {
     let [a, b] = &node.inputs[..] else {
         return None;
     };
-    let scalar = |v: &str| graph.constants.get(v).and_then(|t| t.scalar());
-    match (scalar(a), scalar(b)) {
+    match (scalar(graph, a), scalar(graph, b)) {
         (None, Some(c)) => Some((c, a)),
         (Some(c), None) if node.op_type != "Div" => Some((c, b)),
         _ => None,
@@ -181,7 +190,7 @@ fn erf_chain(graph: &Graph, uses: &Uses, e: usize) -> Option<Chain> {
             return None;
         }
         let other = mul.inputs.iter().find(|v| **v != value)?;
-        if let Some(c) = graph.constants.get(other).and_then(|t| t.scalar()) {
+        if let Some(c) = scalar(graph, other) {
             half *= c;
         } else if other == x && !has_x {
             has_x = true;
@@ -295,7 +304,8 @@ mod tests {
         ];
         for gelu in orders {
             let mut g = around(gelu);
-            let notes = fuse_gelu(&mut g);
+            let (nodes, notes) = fuse_gelu(&g);
+            g.nodes = nodes.into_owned();
             assert_eq!(notes.len(), 1, "{notes:?}");
             assert_eq!(ops(&g), ["Relu", "Gelu", "Relu"]);
             assert_eq!(
@@ -329,10 +339,10 @@ mod tests {
             node("Mul", &["m", "x"], "y"),
         ];
         for gelu in [wrong_constant, no_half, x_twice] {
-            let mut g = around(gelu);
-            let before = g.nodes.clone();
-            assert!(fuse_gelu(&mut g).is_empty());
-            assert_eq!(g.nodes, before);
+            let g = around(gelu);
+            let (nodes, notes) = fuse_gelu(&g);
+            assert!(notes.is_empty());
+            assert_eq!(nodes[..], g.nodes[..]);
         }
         // The erf is read a second time: fusing would drop that reader's input.
         let mut nodes = vec![
@@ -344,8 +354,9 @@ mod tests {
             node("Mul", &["m", "half"], "y"),
         ];
         nodes.push(node("Add", &["y", "e"], "out"));
-        let mut g = graph(nodes, "out");
-        assert!(fuse_gelu(&mut g).is_empty());
-        assert_eq!(g.nodes.len(), 7);
+        let g = graph(nodes, "out");
+        let (nodes, notes) = fuse_gelu(&g);
+        assert!(notes.is_empty());
+        assert_eq!(nodes.len(), 7);
     }
 }

@@ -55,16 +55,8 @@ pub fn import(graph: &Graph) -> Result<Imported> {
 /// # Errors
 /// As [`import`].
 pub fn import_with(graph: &Graph, float_bits: QuantSpec) -> Result<Imported> {
-    let has_erf = graph.nodes.iter().any(|n| n.op_type == "Erf");
-    let (fused_graph, fused) = if has_erf {
-        let mut g = graph.clone();
-        let notes = fuse_gelu(&mut g);
-        (Some(g), notes)
-    } else {
-        (None, vec![])
-    };
-    let graph = fused_graph.as_ref().unwrap_or(graph);
-    let missing = unsupported(graph);
+    let (nodes, fused) = fuse_gelu(graph);
+    let missing = unsupported(&nodes);
     if !missing.is_empty() {
         return Err(OnnxError::Unsupported(missing));
     }
@@ -93,7 +85,7 @@ pub fn import_with(graph: &Graph, float_bits: QuantSpec) -> Result<Imported> {
         )));
     };
     let shape = input_shape(&input.shape, &input.name)?;
-    let float = !graph.nodes.iter().any(is_quantizer);
+    let float = !nodes.iter().any(is_quantizer);
     let mut w = Walk {
         float,
         float_bits,
@@ -115,7 +107,7 @@ pub fn import_with(graph: &Graph, float_bits: QuantSpec) -> Result<Imported> {
     for (name, t) in &graph.constants {
         w.syms.insert(name.clone(), Sym::Const(t.clone(), None));
     }
-    for node in &graph.nodes {
+    for node in nodes.iter() {
         w.node(node)?;
     }
     w.finish(output)

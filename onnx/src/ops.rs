@@ -1,7 +1,7 @@
 //! Which ONNX operators qfhe lowers, and the listing of those it does not.
 
 use crate::error::UnsupportedOp;
-use crate::graph::Graph;
+use crate::graph::Node;
 
 /// The QONNX operator domains qfhe reads (Brevitas ≥ 0.11, older Brevitas, FINN).
 pub const QONNX_DOMAINS: [&str; 3] = [
@@ -76,11 +76,11 @@ fn hint(domain: &str, op_type: &str) -> Option<&'static str> {
     })
 }
 
-/// Every `(domain, op_type)` of `graph` that qfhe does not lower, once each with its count and
-/// first node, in the order they first appear.
-pub fn unsupported(graph: &Graph) -> Vec<UnsupportedOp> {
+/// Every `(domain, op_type)` among `nodes` (a graph's, in order) that qfhe does not lower,
+/// once each with its count and first node, in the order they first appear.
+pub fn unsupported(nodes: &[Node]) -> Vec<UnsupportedOp> {
     let mut found: Vec<UnsupportedOp> = Vec::new();
-    for n in &graph.nodes {
+    for n in nodes {
         if is_supported(&n.domain, &n.op_type) {
             continue;
         }

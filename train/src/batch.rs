@@ -75,27 +75,35 @@ pub fn code_inputs(
     Tensor::from_data(TensorData::new(v, [idx.len(), p]), device)
 }
 
-/// The images at `idx` through one draw of `augment`, both as pixels in `[0, 1]` and as input
-/// codes ([`float_inputs`], [`code_inputs`]), `[batch, pixels]` each: what a teacher and a
-/// quantized student read of the same batch.
+/// The images at `idx` through one draw of `augment` as input codes on `device`
+/// ([`code_inputs`]) and, when `pixels_on` names a device, also as pixels in `[0, 1]` there
+/// ([`float_inputs`]), `[batch, pixels]` each: what a quantized student and its teacher read
+/// of the same batch.
 pub fn batch_inputs(
     set: &ImageSet,
     idx: &[usize],
     bits: u32,
     augment: &mut Augment,
     device: &Device,
-) -> (Tensor<2>, Tensor<2>) {
+    pixels_on: Option<&Device>,
+) -> (Tensor<2>, Option<Tensor<2>>) {
     let p = set.pixels();
-    let mut pixels = Vec::with_capacity(idx.len() * p);
     let mut codes = Vec::with_capacity(idx.len() * p);
+    let mut pixels = Vec::with_capacity(if pixels_on.is_some() {
+        idx.len() * p
+    } else {
+        0
+    });
     for &i in idx {
         let image = augment.image(set, i);
-        pixels.extend(image.iter().map(|&x| x as f32 / 255.0));
         codes.extend(image.iter().map(|&x| input_code(x, bits) as f32));
+        if pixels_on.is_some() {
+            pixels.extend(image.iter().map(|&x| x as f32 / 255.0));
+        }
     }
     (
-        Tensor::from_data(TensorData::new(pixels, [idx.len(), p]), device),
         Tensor::from_data(TensorData::new(codes, [idx.len(), p]), device),
+        pixels_on.map(|d| Tensor::from_data(TensorData::new(pixels, [idx.len(), p]), d)),
     )
 }
 

@@ -295,17 +295,18 @@ pub fn train_model_with<M: QatModel>(
         let t = Instant::now();
         let mut loss_sum = 0.0;
         for (done, idx) in order.chunks(cfg.batch_size).enumerate() {
-            let (pixels, x) = batch_inputs(&train_set, idx, in_bits, &mut augment, &ad);
+            // The teacher's pixels only when there is a teacher, on its (non-autodiff) device.
+            let pixels_on = teacher.as_ref().map(|_| device);
+            let (x, pixels) = batch_inputs(&train_set, idx, in_bits, &mut augment, &ad, pixels_on);
             let y = one_hot(&train_set, idx, classes, &ad);
             let logits = model.forward_qat(x, noise)?;
-            let loss = match &teacher {
-                Some(t) => {
-                    let pixels = Tensor::<2>::from_data(pixels.into_data(), device);
+            let loss = match (&teacher, pixels) {
+                (Some(t), Some(pixels)) => {
                     let soft = Tensor::<2>::from_data(t.forward_float(pixels).0.into_data(), &ad);
                     cross_entropy(logits.clone(), y).mul_scalar(1.0 - cfg.distill)
                         + distillation(logits, soft).mul_scalar(cfg.distill)
                 }
-                None => cross_entropy(logits, y),
+                _ => cross_entropy(logits, y),
             };
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -159,8 +159,7 @@ pub fn lower_ensemble(
     // Splits (stage 0) and leaves (stage 1), in tree order.
     let mut base: Vec<f32> = q.base.clone();
     let mut comparisons: Vec<(usize, i32)> = Vec::new(); // (feature, threshold)
-                                                         // (tree, path over neurons, values)
-    let mut leaves: Vec<(usize, Path, Vec<f32>)> = Vec::new();
+    let mut leaves: Vec<(usize, Path, Vec<f32>)> = Vec::new(); // (tree, path over neurons, values)
     for (tree, t) in q.trees.iter().enumerate() {
         let mut ids = vec![usize::MAX; t.nodes.len()];
         for (k, n) in t.nodes.iter().enumerate() {
@@ -218,8 +217,9 @@ pub fn lower_ensemble(
     let mut leaf_inputs = Vec::new();
     let mut leaf_neurons = Vec::new();
     let mut feeds = Vec::new(); // output of each leaf neuron
-                                // One path through a tree is taken whatever the comparisons output, so at most one leaf
-                                // neuron per tree writes a non-zero code: a tree's group is its first neuron's index.
+
+    // One path through a tree is taken whatever the comparisons output, so at most one leaf
+    // neuron per tree writes a non-zero code: a tree's group is its first neuron's index.
     let mut groups: Vec<u32> = Vec::new();
     let mut group_of_tree: Vec<Option<u32>> = vec![None; q.trees.len()];
     for (tree, path, value) in &leaves {
