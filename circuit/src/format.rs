@@ -1,7 +1,7 @@
-//! Circuit files: JSON of [`Circuit`], `{"format": "qfhe-circuit", "version": 6, …}`, read with
+//! Circuit files: JSON of [`Circuit`], `{"format": "qfhe-circuit", "version": 7, …}`, read with
 //! the version first and validated before use. Files of versions 1–3 (a chain of hidden layers
 //! with monotone threshold tables) are upgraded to the current structure when read; versions 4
-//! and 5 read as version 6 without its optional fields.
+//! to 6 read as version 7 without its optional fields.
 
 use crate::error::CircuitError;
 use crate::ir::{
@@ -94,8 +94,8 @@ impl Circuit {
                 let legacy: legacy::Circuit = serde_json::from_slice(bytes).map_err(parse_err)?;
                 legacy.upgrade()?
             }
-            // Versions 4 and 5 are version 6 without its optional fields.
-            Some(4 | 5) if header.format.as_deref() == Some(FORMAT_TAG) => {
+            // Versions 4 to 6 are version 7 without its optional fields.
+            Some(4..=6) if header.format.as_deref() == Some(FORMAT_TAG) => {
                 let mut c: Circuit = serde_json::from_slice(bytes).map_err(parse_err)?;
                 c.version = FORMAT_VERSION;
                 c

@@ -26,9 +26,10 @@ use serde::{Deserialize, Serialize};
 /// stages ([`Source`]), each owning its output scale ([`Stage::delta`]), with per-slot signed
 /// tables ([`Table`]); version 5 added the optional per-feature input quantizer
 /// ([`Input::quantizer`]) and the output readout ([`OutputLayer::readout`]); version 6 added
-/// exclusive groups of neurons ([`Stage::exclusive`]). Files of versions 1–3 are upgraded when
-/// read; version 4 and 5 files read as they are.
-pub const FORMAT_VERSION: u32 = 6;
+/// exclusive groups of neurons ([`Stage::exclusive`]); version 7 added threshold bins to the
+/// feature quantizer ([`FeatureQuantizer::edges`]). Files of versions 1–3 are upgraded when
+/// read; version 4 to 6 files read as they are.
+pub const FORMAT_VERSION: u32 = 7;
 /// Oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 pub(crate) const FORMAT_TAG: &str = "qfhe-circuit";
@@ -67,15 +68,25 @@ pub struct Input {
     pub quantizer: Option<FeatureQuantizer>,
 }
 
-/// A per-feature affine quantizer: feature `i`'s value `x` becomes the code
+/// A per-feature quantizer of real-valued inputs, affine or by threshold bins.
+///
+/// Affine (no `edges`): feature `i`'s value `x` becomes the code
 /// `clamp(round_half_even((x − low_i) / step_i), 0, 2^bits − 1)` and code `q` stands for
 /// `low_i + q · step_i` (see [`FeatureQuantizer::calibrate`]).
+///
+/// Binned (`edges`, tree ensembles): the code is the number of feature `i`'s edges `≤ x`, so
+/// `x < edges_i[k]` exactly when `code ≤ k`; a tree whose thresholds are the edges takes the
+/// same path on the codes as on the real values (see [`FeatureQuantizer::with_edges`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureQuantizer {
     /// Value of code 0, per feature.
     pub low: Vec<f32>,
     /// Value of one code step, per feature (positive).
     pub step: Vec<f32>,
+    /// Threshold bins: per feature, strictly increasing finite edges, at most `2^bits − 1` of
+    /// them (a feature without edges always has code 0). `None`: the affine quantizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edges: Option<Vec<Vec<f32>>>,
 }
 
 /// How the client reads its prediction from the dequantized outputs.

@@ -129,10 +129,10 @@ impl Circuit {
             );
         }
         if let Some(q) = &i.quantizer {
-            if q.features() != i.features || !q.is_valid() {
+            if q.features() != i.features || !q.is_valid(i.bits) {
                 return invalid(format!(
-                    "input.quantizer needs {} finite lows and {} finite positive steps, one per feature",
-                    i.features, i.features
+                    "input.quantizer needs {} finite lows and {} finite positive steps, one per feature, and, with edges, {} lists of at most {} strictly increasing finite edges",
+                    i.features, i.features, i.features, (1u32 << i.bits) - 1
                 ));
             }
         }

@@ -21,7 +21,7 @@ pub enum Command {
     /// Evaluate a circuit: exact and noise-model simulation on the test set, then FHE.
     Eval(EvalArgs),
     /// Train → export → FHE evaluation → accuracy table and report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// The results table: linear models, trees and networks on tables and MNIST, each run
     /// through `run` (fp32, quantized, simulated, FHE), into table.md, table.json and table.svg.
     Table(TableArgs),
@@ -464,9 +464,14 @@ pub struct RunArgs {
     /// Deepest split level of each tree (defaults: tree 5, forest 4, boosting 3).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=15).map(|v| v as usize))]
     pub max_depth: Option<usize>,
-    /// What a tree ensemble is trained on: `values` (the raw features; the thresholds are then
-    /// moved onto the feature codes, so the circuit computes the fp32 ensemble up to a code's
-    /// width) or `codes` (the quantized features themselves: another ensemble than fp32's).
+    /// Fewest training rows in a tree's leaf (default: chosen among 1, 2, 3, 5 and 8 by 5-fold
+    /// cross-validation on the training rows).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000).map(|v| v as usize))]
+    pub min_samples_leaf: Option<usize>,
+    /// What a tree ensemble is trained on: `values` (the raw features; the feature codes are
+    /// then bins split at the ensemble's thresholds, so the circuit computes the fp32 ensemble
+    /// exactly while no feature has more than 2^in_bits − 1 thresholds) or `codes` (the
+    /// quantized features themselves: another ensemble than fp32's).
     #[arg(long, value_parser = ["values", "codes"], default_value = "values")]
     pub tree_fit: String,
     /// A gradient-boosted ensemble trained elsewhere: an XGBoost model saved as JSON

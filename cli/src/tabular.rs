@@ -197,6 +197,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
             cfg.trees.trees = args.trees.unwrap_or(cfg.trees.trees);
             cfg.trees.max_depth = args.max_depth.unwrap_or(cfg.trees.max_depth);
             cfg.trees.seed = args.model.seed;
+            if let Some(leaf) = args.min_samples_leaf {
+                cfg.trees.min_samples_leaf = leaf;
+                cfg.leaf_candidates.clear();
+            }
             cfg.fit_on = match args.tree_fit.as_str() {
                 "codes" => FitOn::Codes,
                 _ => FitOn::Values,
@@ -206,6 +210,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
                 Some(ensemble) => import_trees(ensemble, &train, &name, &cfg)?,
                 None => fit_trees(&train, &name, &cfg)?,
             };
+            if let Some(s) = model.leaf_selection() {
+                let scores: Vec<String> = s
+                    .scores
+                    .iter()
+                    .map(|(leaf, score)| format!("{leaf}: {score:.4}"))
+                    .collect();
+                eprintln!(
+                    "min_samples_leaf {} chosen by {}-fold cross-validation on the training rows ({})",
+                    s.chosen,
+                    qfhe::FOLDS,
+                    scores.join(", ")
+                );
+            }
             let float = model.predict_float(&test)?.unwrap_or_default();
             let fp32 = metric.score(&float, &targets);
             let json = serde_json::to_vec_pretty(model.codes())?;

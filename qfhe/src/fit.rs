@@ -247,6 +247,7 @@ impl Model {
             circuit.input.quantizer = Some(qfhe_circuit::FeatureQuantizer {
                 low: vec![q.low; n],
                 step: vec![q.step; n],
+                edges: None,
             });
             circuit.validate()?;
         }

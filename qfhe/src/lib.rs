@@ -66,7 +66,8 @@ pub use qfhe_fhe_runtime::Backend;
 pub use qfhe_train::{DeviceChoice, TrainConfig, TrainEvent, TrainReport};
 pub use qfhe_train::{LinearKind, LinearTrainConfig};
 pub use qfhe_trees::{
-    from_xgboost_json, load_xgboost, FloatEnsemble, TreeConfig, TreeKind, TreeQuant,
+    from_xgboost_json, load_xgboost, FloatEnsemble, LeafSelection, TreeConfig, TreeKind, TreeQuant,
+    FOLDS, LEAF_CANDIDATES,
 };
 pub use trees::{fit_trees, import_trees, FitOn, TreeModel, TreesConfig};
 

@@ -96,6 +96,7 @@ pub fn attach_feature_quantizer(circuit: &mut Circuit, pixels: &FeatureQuantizer
             .iter()
             .map(|s| s * pixel_max / code_max)
             .collect(),
+        edges: None,
     });
     circuit.validate()?;
     Ok(())

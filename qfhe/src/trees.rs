@@ -13,8 +13,8 @@ use qfhe_core::EncodingConfig;
 use qfhe_datasets::{Table, Target};
 use qfhe_fhe_runtime::FheParams;
 use qfhe_trees::{
-    fit, lower_ensemble, quantize_leaves, CodeEnsemble, FloatEnsemble, TreeConfig, TreeKind,
-    TreeQuant, TreeTarget,
+    fit, lower_ensemble, quantize_leaves, select_min_samples_leaf, CodeEnsemble, FloatEnsemble,
+    LeafSelection, TreeConfig, TreeKind, TreeQuant, TreeTarget, FOLDS, LEAF_CANDIDATES,
 };
 
 /// What the circuit's ensemble is trained on.
@@ -43,16 +43,21 @@ pub struct TreesConfig {
     pub fit_on: FitOn,
     /// Polynomial size of the parameter set (2048 or 8192).
     pub poly_size: u32,
+    /// `min_samples_leaf` values tried by 5-fold cross-validation on the training rows
+    /// ([`select_min_samples_leaf`]); the best replaces `trees.min_samples_leaf`. Empty: use
+    /// `trees.min_samples_leaf` as it is.
+    pub leaf_candidates: Vec<usize>,
 }
 
 impl TreesConfig {
-    /// The defaults for `kind`.
+    /// The defaults for `kind` (leaf size chosen among [`LEAF_CANDIDATES`]).
     pub fn new(kind: TreeKind) -> Self {
         Self {
             trees: TreeConfig::new(kind),
             quant: TreeQuant::default(),
             fit_on: FitOn::default(),
             poly_size: 2048,
+            leaf_candidates: LEAF_CANDIDATES.to_vec(),
         }
     }
 }
@@ -63,6 +68,7 @@ pub struct TreeModel {
     float: Option<FloatEnsemble>,
     codes: CodeEnsemble,
     circuit: Circuit,
+    leaf_selection: Option<LeafSelection>,
 }
 
 fn encoding(poly_size: u32) -> Result<EncodingConfig> {
@@ -75,9 +81,12 @@ fn encoding(poly_size: u32) -> Result<EncodingConfig> {
 }
 
 /// Fit `cfg.trees.kind` on `train` on the raw values (the fp32 reference) and, with
-/// [`FitOn::Codes`], once more on the feature codes; lower the ensemble on codes (the fp32 one
-/// with its thresholds moved onto the codes, or the one trained on them). `dataset` names the
-/// data in the circuit's provenance.
+/// [`FitOn::Codes`], once more on the feature codes; lower the ensemble on codes. With
+/// [`FitOn::Values`] the feature quantizer's bins are the fp32 ensemble's thresholds
+/// ([`FeatureQuantizer::with_edges`]), so the ensemble on codes takes the fp32 path on every
+/// row whenever no feature has more than `2^in_bits − 1` distinct thresholds. The leaf size is
+/// first chosen by cross-validation on `train` when `cfg.leaf_candidates` is not empty.
+/// `dataset` names the data in the circuit's provenance.
 ///
 /// # Errors
 /// [`Error::Trees`] for data the trainer cannot use or a configuration out of range;
@@ -100,11 +109,24 @@ pub fn fit_trees(train: &Table, dataset: &str, cfg: &TreesConfig) -> Result<Tree
             }
         }
     };
+    let mut trees = cfg.trees.clone();
+    let leaf_selection = if cfg.leaf_candidates.is_empty() {
+        None
+    } else {
+        let s = select_min_samples_leaf(&x, d, target, &trees, &cfg.leaf_candidates, FOLDS)?;
+        trees.min_samples_leaf = s.chosen;
+        Some(s)
+    };
+    let cfg = &TreesConfig {
+        trees,
+        ..cfg.clone()
+    };
     let float = fit(&x, d, target, &cfg.trees)?;
     let quantizer = FeatureQuantizer::calibrate(&x, d, cfg.quant.in_bits)?;
     if cfg.fit_on == FitOn::Values {
+        let quantizer = quantizer.with_edges(&float.thresholds(), cfg.quant.in_bits)?;
         let codes = float.quantize(&quantizer, cfg.quant.in_bits)?;
-        return from_parts(Some(float), codes, quantizer, dataset, cfg);
+        return from_parts(Some(float), codes, quantizer, dataset, cfg, leaf_selection);
     }
     let qmax = (1i32 << cfg.quant.in_bits) - 1;
     let codes: Vec<f32> = quantizer
@@ -117,9 +139,17 @@ pub fn fit_trees(train: &Table, dataset: &str, cfg: &TreesConfig) -> Result<Tree
     let identity = FeatureQuantizer {
         low: vec![0.0; d],
         step: vec![1.0; d],
+        edges: None,
     };
     let code_ensemble = on_codes.quantize(&identity, cfg.quant.in_bits)?;
-    from_parts(Some(float), code_ensemble, quantizer, dataset, cfg)
+    from_parts(
+        Some(float),
+        code_ensemble,
+        quantizer,
+        dataset,
+        cfg,
+        leaf_selection,
+    )
 }
 
 /// Import a model trained elsewhere (e.g. by XGBoost, [`qfhe_trees::load_xgboost`]): its
@@ -142,9 +172,10 @@ pub fn import_trees(
         });
     }
     let x = float_rows(train);
-    let quantizer = FeatureQuantizer::calibrate(&x, train.width(), cfg.quant.in_bits)?;
+    let quantizer = FeatureQuantizer::calibrate(&x, train.width(), cfg.quant.in_bits)?
+        .with_edges(&model.thresholds(), cfg.quant.in_bits)?;
     let codes = model.quantize(&quantizer, cfg.quant.in_bits)?;
-    from_parts(Some(model), codes, quantizer, dataset, cfg)
+    from_parts(Some(model), codes, quantizer, dataset, cfg, None)
 }
 
 fn from_parts(
@@ -153,6 +184,7 @@ fn from_parts(
     quantizer: FeatureQuantizer,
     dataset: &str,
     cfg: &TreesConfig,
+    leaf_selection: Option<LeafSelection>,
 ) -> Result<TreeModel> {
     let meta = Meta {
         dataset: dataset.into(),
@@ -176,6 +208,7 @@ fn from_parts(
         float,
         codes,
         circuit,
+        leaf_selection,
     })
 }
 
@@ -183,6 +216,11 @@ impl TreeModel {
     /// The fp32 reference (trained on, or imported for, the raw values).
     pub fn float(&self) -> Option<&FloatEnsemble> {
         self.float.as_ref()
+    }
+
+    /// The cross-validation that chose the leaf size, if one ran ([`TreesConfig::leaf_candidates`]).
+    pub fn leaf_selection(&self) -> Option<&LeafSelection> {
+        self.leaf_selection.as_ref()
     }
 
     /// The ensemble on feature codes, leaf values as trained.

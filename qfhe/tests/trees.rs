@@ -55,6 +55,9 @@ fn check(model: &qfhe::TreeModel, test: &Table, metric: Metric, fhe_rows: usize)
             "row {r}: circuit {value}, ensemble {want}"
         );
     }
+    if fhe_rows == 0 {
+        return;
+    }
     let compiled = model.compile(test).unwrap();
     let eval = compiled.evaluate_table(test, metric, fhe_rows, 5).unwrap();
     assert!(
@@ -92,6 +95,58 @@ fn forest_and_boosting() {
     check(&model, &test, Metric::Accuracy, 3);
 }
 
+/// The feature codes are bins split at the fp32 ensemble's thresholds: the ensemble on codes
+/// sums the very leaves the fp32 ensemble sums, on every test row (not only the training rows
+/// the thresholds came from), while a feature has at most `2^in_bits − 1` thresholds.
+fn assert_fp32_paths(model: &qfhe::TreeModel, test: &Table) {
+    let float = model.float().expect("fp32 reference");
+    let raw = qfhe::tabular::float_rows(test);
+    let codes = qfhe::tabular::codes(model.circuit(), test).unwrap();
+    for (row, x) in raw.chunks_exact(float.features).zip(&codes) {
+        assert_eq!(
+            float.outputs(row),
+            model.codes().outputs(x),
+            "{row:?} → {x:?}"
+        );
+    }
+}
+
+#[test]
+fn trees_on_threshold_bins_compute_the_fp32_ensemble() {
+    let (train, test) = bundled::load("breast-cancer")
+        .unwrap()
+        .split(0.2, 3)
+        .unwrap();
+    for kind in [TreeKind::Tree, TreeKind::Forest, TreeKind::Boosting] {
+        let model = fit_trees(&train, "breast-cancer", &small(kind)).unwrap();
+        let selection = model.leaf_selection().expect("leaf size cross-validated");
+        assert_eq!(selection.scores.len(), qfhe::LEAF_CANDIDATES.len());
+        assert_fp32_paths(&model, &test);
+    }
+    // A circuit file with a bin edge that is not a number is refused.
+    let mut c = fit_trees(&train, "breast-cancer", &small(TreeKind::Tree))
+        .unwrap()
+        .circuit()
+        .clone();
+    let edges = c.input.quantizer.as_mut().unwrap().edges.as_mut().unwrap();
+    let used = edges.iter_mut().find(|e| !e.is_empty()).unwrap();
+    used[0] = f32::NAN;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("strictly increasing finite edges"), "{e}");
+    // Two input bits hold three edges per feature: a deeper forest has more thresholds on some
+    // feature, so its bins merge them and the codes no longer follow every fp32 path, but the
+    // circuit still computes the ensemble on codes exactly.
+    let mut cfg = TreesConfig::new(TreeKind::Forest);
+    cfg.quant.in_bits = 2;
+    cfg.leaf_candidates.clear();
+    let model = fit_trees(&train, "breast-cancer", &cfg).unwrap();
+    let bins = model.circuit().input.quantizer.as_ref().unwrap();
+    let thresholds = model.float().unwrap().thresholds();
+    assert!(bins.edges.as_ref().unwrap().iter().all(|e| e.len() <= 3));
+    assert!(thresholds.iter().any(|t| t.len() > 3));
+    check(&model, &test, Metric::Accuracy, 0);
+}
+
 #[test]
 fn an_xgboost_model_compiles_and_keeps_its_predictions() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -113,5 +168,6 @@ fn an_xgboost_model_compiles_and_keeps_its_predictions() {
         let b = model.codes().outputs(x);
         assert!((a[0] - b[0]).abs() < 1e-4, "{a:?} vs {b:?}");
     }
+    assert_fp32_paths(&model, &test);
     check(&model, &test, Metric::Accuracy, 2);
 }

@@ -395,6 +395,26 @@ impl FloatEnsemble {
         self.read(&self.outputs(x))
     }
 
+    /// The split thresholds of every tree, per feature (`features` lists, in tree order, with
+    /// repeats): the edges of a quantizer on which the ensemble on codes takes exactly the
+    /// fp32 ensemble's path ([`FeatureQuantizer::with_edges`]).
+    pub fn thresholds(&self) -> Vec<Vec<f32>> {
+        let mut per_feature = vec![Vec::new(); self.features];
+        for t in &self.trees {
+            for n in &t.nodes {
+                if let FloatNode::Split {
+                    feature, threshold, ..
+                } = n
+                {
+                    if let Some(list) = per_feature.get_mut(*feature) {
+                        list.push(*threshold);
+                    }
+                }
+            }
+        }
+        per_feature
+    }
+
     /// The ensemble on codes of `quantizer` ([`FloatTree::quantize`]).
     ///
     /// # Errors
