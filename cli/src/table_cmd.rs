@@ -110,7 +110,16 @@ pub const ROWS: &[RowSpec] = &[
     RowSpec {
         key: "mlp-iris",
         title: "Fully Connected NN",
-        args: &["--dataset", "iris", "--model", "mlp", "--a-bits", "4"],
+        args: &[
+            "--dataset",
+            "iris",
+            "--model",
+            "mlp",
+            "--a-bits",
+            "4",
+            "--hidden",
+            "16",
+        ],
         fhe_samples: 30,
         published: Some(Published {
             fp32: 1.0,

@@ -70,6 +70,7 @@ fn fit_config(args: &ModelArgs, spec: &ModelSpec) -> FitConfig {
             lr: args.lr,
             qat_lr: args.qat_lr,
             qat_noise: !args.no_qat_noise,
+            qat_noise_scale: args.qat_noise_scale,
             augment_shift: args
                 .augment_shift
                 .unwrap_or(if args.model == "lenet" { 2 } else { 0 }),

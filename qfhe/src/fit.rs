@@ -67,6 +67,13 @@ impl FitConfig {
                 "a weight in [0, 1) (0: no distillation)",
             );
         }
+        if !(0.0..=10.0).contains(&t.qat_noise_scale) {
+            return bad(
+                "train.qat_noise_scale",
+                t.qat_noise_scale.to_string(),
+                "a factor in [0, 10] on the modelled noise (1: the circuit's own)",
+            );
+        }
         if !(self.min_step_slots.is_finite() && self.min_step_slots > 0.0) {
             return bad(
                 "min_step_slots",

@@ -124,9 +124,9 @@ pub fn fit_trees(train: &Table, dataset: &str, cfg: &TreesConfig) -> Result<Tree
     let float = fit(&x, d, target, &cfg.trees)?;
     let quantizer = FeatureQuantizer::calibrate(&x, d, cfg.quant.in_bits)?;
     if cfg.fit_on == FitOn::Values {
-        let quantizer = quantizer.with_edges(&float.thresholds(), cfg.quant.in_bits)?;
+        let (quantizer, cfg) = binned(quantizer, &float, cfg)?;
         let codes = float.quantize(&quantizer, cfg.quant.in_bits)?;
-        return from_parts(Some(float), codes, quantizer, dataset, cfg, leaf_selection);
+        return from_parts(Some(float), codes, quantizer, dataset, &cfg, leaf_selection);
     }
     let qmax = (1i32 << cfg.quant.in_bits) - 1;
     let codes: Vec<f32> = quantizer
@@ -152,9 +152,9 @@ pub fn fit_trees(train: &Table, dataset: &str, cfg: &TreesConfig) -> Result<Tree
     )
 }
 
-/// Import a model trained elsewhere (e.g. by XGBoost, [`qfhe_trees::load_xgboost`]): its
-/// thresholds move onto the codes of a quantizer calibrated on `train` ([`FloatEnsemble::quantize`]),
-/// so the circuit takes the path the model takes on each row's dequantized values.
+/// Import a model trained elsewhere (e.g. by XGBoost, [`qfhe_trees::load_xgboost`]): the
+/// feature codes are bins at its thresholds, as in [`fit_trees`], so the circuit takes the path
+/// the model takes on each row.
 ///
 /// # Errors
 /// [`Error::Trees`] when the model and the table disagree on the features; as [`fit_trees`].
@@ -172,10 +172,32 @@ pub fn import_trees(
         });
     }
     let x = float_rows(train);
-    let quantizer = FeatureQuantizer::calibrate(&x, train.width(), cfg.quant.in_bits)?
-        .with_edges(&model.thresholds(), cfg.quant.in_bits)?;
+    let quantizer = FeatureQuantizer::calibrate(&x, train.width(), cfg.quant.in_bits)?;
+    let (quantizer, cfg) = binned(quantizer, &model, cfg)?;
     let codes = model.quantize(&quantizer, cfg.quant.in_bits)?;
-    from_parts(Some(model), codes, quantizer, dataset, cfg, None)
+    from_parts(Some(model), codes, quantizer, dataset, &cfg, None)
+}
+
+/// `quantizer` with bins at `ensemble`'s thresholds, and `cfg` with the fewest input bits that
+/// hold them (at most `cfg.quant.in_bits`): a depth-5 tree needs a few codes per feature, and
+/// fewer codes spread over the comparison tables' slots leave each code wider, so the FHE
+/// noise moves a comparison next to its threshold far less often.
+fn binned(
+    quantizer: FeatureQuantizer,
+    ensemble: &FloatEnsemble,
+    cfg: &TreesConfig,
+) -> Result<(FeatureQuantizer, TreesConfig)> {
+    let quantizer = quantizer.with_edges(&ensemble.thresholds(), cfg.quant.in_bits)?;
+    let most = quantizer
+        .edges
+        .as_ref()
+        .and_then(|e| e.iter().map(Vec::len).max())
+        .unwrap_or(0);
+    // Codes 0..=most need the bits of `most`, and at least one.
+    let bits = (usize::BITS - most.leading_zeros()).clamp(1, cfg.quant.in_bits);
+    let mut cfg = cfg.clone();
+    cfg.quant.in_bits = bits;
+    Ok((quantizer, cfg))
 }
 
 fn from_parts(

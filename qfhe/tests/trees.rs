@@ -122,6 +122,12 @@ fn trees_on_threshold_bins_compute_the_fp32_ensemble() {
         let selection = model.leaf_selection().expect("leaf size cross-validated");
         assert_eq!(selection.scores.len(), qfhe::LEAF_CANDIDATES.len());
         assert_fp32_paths(&model, &test);
+        // The codes are as narrow as the most-split feature's bins allow.
+        let c = model.circuit();
+        let most = c.input.quantizer.as_ref().unwrap().edges.as_ref().unwrap();
+        let most = most.iter().map(Vec::len).max().unwrap();
+        assert!(most <= (1 << c.input.bits) - 1, "{most} edges, {} bits", c.input.bits);
+        assert!(c.input.bits == 1 || most > (1 << (c.input.bits - 1)) - 1);
     }
     // A circuit file with a bin edge that is not a number is refused.
     let mut c = fit_trees(&train, "breast-cancer", &small(TreeKind::Tree))

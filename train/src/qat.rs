@@ -5,15 +5,19 @@ use burn::prelude::*;
 use qfhe_quant::EncodingError;
 
 /// Whether a QAT forward reads its tables exactly or through the FHE noise model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum PhaseNoise {
     /// The exact circuit: what export, the simulator and the reported quantized accuracy use.
     #[default]
     Exact,
     /// Gaussian noise of each neuron's modelled std (slots) added to its phase before the slot
     /// is read ([`qfhe_quant::layers::round_to_noisy_slots`]): noise-aware QAT, so the model
-    /// learns to tolerate the off-by-one table reads FHE makes.
-    Modelled,
+    /// learns to tolerate the off-by-one table reads FHE makes. `scale` multiplies the std
+    /// (1: the circuit's own noise; above 1 trains for a margin beyond it).
+    Modelled {
+        /// Factor on each neuron's modelled std (finite, ≥ 0).
+        scale: f32,
+    },
 }
 
 /// A model with a float forward (fp32 training, calibration) and a quantized forward whose

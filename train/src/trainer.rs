@@ -29,6 +29,10 @@ pub struct TrainConfig {
     /// ([`PhaseNoise::Modelled`]); evaluation always uses the exact circuit.
     #[serde(default)]
     pub qat_noise: bool,
+    /// Factor on the modelled noise std in noise-aware QAT (1: the circuit's own noise; a
+    /// little above 1 trains a margin, so fewer predictions change under the real noise).
+    #[serde(default = "unit_scale")]
+    pub qat_noise_scale: f64,
     /// Data augmentation: each training image is moved by a random whole-pixel translation of
     /// up to this many pixels in each direction (uniform, drawn per image and epoch, border
     /// filled with background), in both phases. 0 trains on the images as they are. Evaluation
@@ -55,6 +59,10 @@ pub struct TrainConfig {
     pub distill: f64,
 }
 
+fn unit_scale() -> f64 {
+    1.0
+}
+
 /// Temperature of the distillation loss ([`TrainConfig::distill`]).
 pub const DISTILL_TEMPERATURE: f64 = 2.0;
 
@@ -67,6 +75,7 @@ impl Default for TrainConfig {
             lr: 1e-3,
             qat_lr: 1e-3,
             qat_noise: true,
+            qat_noise_scale: 1.0,
             augment_shift: 0,
             select_best: 0,
             seed: 42,
@@ -276,7 +285,9 @@ pub fn train_model_with<M: QatModel>(
     let total_steps = (cfg.qat_epochs * batches).max(1);
     let mut step = 0usize;
     let noise = if cfg.qat_noise {
-        PhaseNoise::Modelled
+        PhaseNoise::Modelled {
+            scale: cfg.qat_noise_scale as f32,
+        }
     } else {
         PhaseNoise::Exact
     };

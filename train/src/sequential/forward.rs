@@ -98,8 +98,13 @@ fn activate(
     let centres = match noise {
         PhaseNoise::Exact if p.integer_tables => integer_reads(acc.clone(), p, cfg),
         PhaseNoise::Exact => round_to_slots(acc.clone(), &p.encoding, cfg.frac_bits),
-        PhaseNoise::Modelled => {
-            let sigma = p.encoding.sigma_slots(&p.rows, p.input.kind, cfg);
+        PhaseNoise::Modelled { scale } => {
+            let sigma: Vec<f64> = p
+                .encoding
+                .sigma_slots(&p.rows, p.input.kind, cfg)
+                .into_iter()
+                .map(|s| s * f64::from(scale))
+                .collect();
             round_to_noisy_slots(acc.clone(), &p.encoding, cfg.frac_bits, &sigma)
         }
     };
@@ -113,7 +118,7 @@ fn activate(
         .clamp(lo as f32, hi as f32);
     match noise {
         PhaseNoise::Exact => straight_through(lookup(p, acc, cfg), surrogate),
-        PhaseNoise::Modelled => round_ste(surrogate),
+        PhaseNoise::Modelled { .. } => round_ste(surrogate),
     }
 }
 
