@@ -292,9 +292,10 @@ pub struct ModelArgs {
     #[arg(long)]
     pub no_qat_noise: bool,
     /// Factor on the modelled noise std in noise-aware QAT, 0 to 10 (1: the circuit's own
-    /// noise; a little above 1 trains a margin so fewer predictions change under FHE).
-    #[arg(long, default_value_t = 1.0)]
-    pub qat_noise_scale: f64,
+    /// noise; a little above 1 trains a margin so fewer predictions change under FHE; default:
+    /// 1.5 for the lenet preset, 1 otherwise).
+    #[arg(long)]
+    pub qat_noise_scale: Option<f64>,
     /// Knowledge distillation in QAT: weight in [0, 1) of the loss pulling the quantized
     /// model's softened predictions toward the fp32 model's (temperature 2); 0 trains on the
     /// labels alone (default: 0.7 for the lenet preset, 0 otherwise).

@@ -70,7 +70,11 @@ fn fit_config(args: &ModelArgs, spec: &ModelSpec) -> FitConfig {
             lr: args.lr,
             qat_lr: args.qat_lr,
             qat_noise: !args.no_qat_noise,
-            qat_noise_scale: args.qat_noise_scale,
+            qat_noise_scale: args.qat_noise_scale.unwrap_or(if args.model == "lenet" {
+                1.5
+            } else {
+                1.0
+            }),
             augment_shift: args
                 .augment_shift
                 .unwrap_or(if args.model == "lenet" { 2 } else { 0 }),
