@@ -169,7 +169,14 @@ pub const ROWS: &[RowSpec] = &[
     RowSpec {
         key: "mlp-mnist",
         title: "Fully Connected NN",
-        args: &["--dataset", "mnist", "--model", "mlp"],
+        args: &[
+            "--dataset",
+            "mnist",
+            "--model",
+            "mlp",
+            "--qat-noise-scale",
+            "1.5",
+        ],
         fhe_samples: 100,
         published: Some(Published {
             fp32: 0.98,
