@@ -95,7 +95,8 @@ impl FeatureQuantizer {
 
     /// The real value code `q` of feature `i` stands for. Affine: `low_i + q · step_i`.
     /// Binned: the lower end of the code's bin, `edges_i[q − 1]`, and for code 0 the largest
-    /// `f32` below the first edge (`low_i` for a feature without edges); so a threshold `t`
+    /// `f32` below the first edge (`low_i` for every code of a feature without edges; codes
+    /// past the last edge stand for it); so a threshold `t`
     /// that is an edge satisfies `value(q) < t` exactly for the codes of values below `t`.
     pub fn value(&self, i: usize, q: i32) -> f32 {
         match &self.edges {
@@ -103,7 +104,7 @@ impl FeatureQuantizer {
                 let e = &edges[i];
                 match usize::try_from(q) {
                     Ok(0) | Err(_) => e.first().map_or(self.low[i], |f| f.next_down()),
-                    Ok(k) => e[(k - 1).min(e.len().saturating_sub(1))],
+                    Ok(k) => e.get(k - 1).or(e.last()).copied().unwrap_or(self.low[i]),
                 }
             }
             None => self.low[i] + q as f32 * self.step[i],

@@ -109,22 +109,18 @@ pub fn fit_trees(train: &Table, dataset: &str, cfg: &TreesConfig) -> Result<Tree
             }
         }
     };
-    let mut trees = cfg.trees.clone();
+    let mut cfg = cfg.clone();
     let leaf_selection = if cfg.leaf_candidates.is_empty() {
         None
     } else {
-        let s = select_min_samples_leaf(&x, d, target, &trees, &cfg.leaf_candidates, FOLDS)?;
-        trees.min_samples_leaf = s.chosen;
+        let s = select_min_samples_leaf(&x, d, target, &cfg.trees, &cfg.leaf_candidates, FOLDS)?;
+        cfg.trees.min_samples_leaf = s.chosen;
         Some(s)
-    };
-    let cfg = &TreesConfig {
-        trees,
-        ..cfg.clone()
     };
     let float = fit(&x, d, target, &cfg.trees)?;
     let quantizer = FeatureQuantizer::calibrate(&x, d, cfg.quant.in_bits)?;
     if cfg.fit_on == FitOn::Values {
-        let (quantizer, cfg) = binned(quantizer, &float, cfg)?;
+        let quantizer = binned(quantizer, &float, &mut cfg)?;
         let codes = float.quantize(&quantizer, cfg.quant.in_bits)?;
         return from_parts(Some(float), codes, quantizer, dataset, &cfg, leaf_selection);
     }
@@ -147,7 +143,7 @@ pub fn fit_trees(train: &Table, dataset: &str, cfg: &TreesConfig) -> Result<Tree
         code_ensemble,
         quantizer,
         dataset,
-        cfg,
+        &cfg,
         leaf_selection,
     )
 }
@@ -173,20 +169,21 @@ pub fn import_trees(
     }
     let x = float_rows(train);
     let quantizer = FeatureQuantizer::calibrate(&x, train.width(), cfg.quant.in_bits)?;
-    let (quantizer, cfg) = binned(quantizer, &model, cfg)?;
+    let mut cfg = cfg.clone();
+    let quantizer = binned(quantizer, &model, &mut cfg)?;
     let codes = model.quantize(&quantizer, cfg.quant.in_bits)?;
     from_parts(Some(model), codes, quantizer, dataset, &cfg, None)
 }
 
-/// `quantizer` with bins at `ensemble`'s thresholds, and `cfg` with the fewest input bits that
-/// hold them (at most `cfg.quant.in_bits`): a depth-5 tree needs a few codes per feature, and
-/// fewer codes spread over the comparison tables' slots leave each code wider, so the FHE
-/// noise moves a comparison next to its threshold far less often.
+/// `quantizer` with bins at `ensemble`'s thresholds; `cfg.quant.in_bits` drops to the fewest
+/// bits that hold them: a depth-5 tree needs a few codes per feature, and fewer codes spread
+/// over the comparison tables' slots leave each code wider, so the FHE noise moves a comparison
+/// next to its threshold far less often.
 fn binned(
     quantizer: FeatureQuantizer,
     ensemble: &FloatEnsemble,
-    cfg: &TreesConfig,
-) -> Result<(FeatureQuantizer, TreesConfig)> {
+    cfg: &mut TreesConfig,
+) -> Result<FeatureQuantizer> {
     let quantizer = quantizer.with_edges(&ensemble.thresholds(), cfg.quant.in_bits)?;
     let most = quantizer
         .edges
@@ -194,10 +191,8 @@ fn binned(
         .and_then(|e| e.iter().map(Vec::len).max())
         .unwrap_or(0);
     // Codes 0..=most need the bits of `most`, and at least one.
-    let bits = (usize::BITS - most.leading_zeros()).clamp(1, cfg.quant.in_bits);
-    let mut cfg = cfg.clone();
-    cfg.quant.in_bits = bits;
-    Ok((quantizer, cfg))
+    cfg.quant.in_bits = (usize::BITS - most.leading_zeros()).clamp(1, cfg.quant.in_bits);
+    Ok(quantizer)
 }
 
 fn from_parts(

@@ -3,6 +3,7 @@
 
 use crate::error::TreeError;
 use crate::train::{fit, TreeConfig, TreeTarget};
+use qfhe_circuit::Metric;
 
 /// The `min_samples_leaf` values [`select_min_samples_leaf`] tries by default.
 pub const LEAF_CANDIDATES: [usize; 5] = [1, 2, 3, 5, 8];
@@ -68,17 +69,21 @@ pub fn select_min_samples_leaf(
         }
         scores.push((leaf, total / folds as f64));
     }
-    let chosen = scores
-        .iter()
-        .fold(None::<(usize, f64)>, |best, &(leaf, s)| match best {
-            Some((_, b)) if b >= s => best,
-            _ => Some((leaf, s)),
-        })
-        .map_or(candidates[0], |(leaf, _)| leaf);
-    Ok(LeafSelection { chosen, scores })
+    // The first of equal best scores: candidates[0] unless a later one scores strictly more.
+    let mut chosen = scores[0];
+    for &(leaf, score) in &scores[1..] {
+        if score > chosen.1 {
+            chosen = (leaf, score);
+        }
+    }
+    Ok(LeafSelection {
+        chosen: chosen.0,
+        scores,
+    })
 }
 
-/// Fit on the rows outside `fold`, score on the rows in it.
+/// Fit on the rows outside `fold`, score on the rows in it ([`Metric::Accuracy`] for classes,
+/// [`Metric::R2`] for values).
 fn fold_score(
     x: &[f32],
     features: usize,
@@ -88,51 +93,46 @@ fn fold_score(
     folds: usize,
 ) -> Result<f64, TreeError> {
     let rows = x.len() / features;
-    let held = |i: &usize| i % folds == fold;
-    let (test, train): (Vec<usize>, Vec<usize>) = (0..rows).partition(held);
+    let (test, train): (Vec<usize>, Vec<usize>) = (0..rows).partition(|i| i % folds == fold);
     let gather = |idx: &[usize]| -> Vec<f32> {
         idx.iter()
             .flat_map(|&i| &x[i * features..(i + 1) * features])
             .copied()
             .collect()
     };
-    let (x_train, x_test) = (gather(&train), gather(&test));
-    match target {
+    let (model, truth, metric) = match target {
         TreeTarget::Classes { labels, classes } => {
             let y: Vec<u32> = train.iter().map(|&i| labels[i]).collect();
-            let model = fit(
-                &x_train,
-                features,
-                TreeTarget::Classes {
-                    labels: &y,
-                    classes,
-                },
-                cfg,
-            )?;
-            let right = test
-                .iter()
-                .zip(x_test.chunks_exact(features))
-                .filter(|(&i, row)| model.predict(row) == labels[i] as f64)
-                .count();
-            Ok(right as f64 / test.len() as f64)
+            let part = TreeTarget::Classes {
+                labels: &y,
+                classes,
+            };
+            let truth = test.iter().map(|&i| f64::from(labels[i])).collect();
+            (
+                fit(&gather(&train), features, part, cfg)?,
+                truth,
+                Metric::Accuracy,
+            )
         }
         TreeTarget::Values(values) => {
             let y: Vec<f32> = train.iter().map(|&i| values[i]).collect();
-            let model = fit(&x_train, features, TreeTarget::Values(&y), cfg)?;
-            let truth: Vec<f64> = test.iter().map(|&i| values[i] as f64).collect();
-            let mean = truth.iter().sum::<f64>() / truth.len() as f64;
-            let (mut residual, mut spread) = (0.0, 0.0);
-            for (t, row) in truth.iter().zip(x_test.chunks_exact(features)) {
-                residual += (t - model.predict(row)).powi(2);
-                spread += (t - mean).powi(2);
-            }
-            Ok(if spread > 0.0 {
-                1.0 - residual / spread
-            } else {
-                -residual
-            })
+            let part = TreeTarget::Values(&y);
+            let truth = test
+                .iter()
+                .map(|&i| f64::from(values[i]))
+                .collect::<Vec<_>>();
+            (
+                fit(&gather(&train), features, part, cfg)?,
+                truth,
+                Metric::R2,
+            )
         }
-    }
+    };
+    let predicted: Vec<f64> = gather(&test)
+        .chunks_exact(features)
+        .map(|row| model.predict(row))
+        .collect();
+    Ok(metric.score(&predicted, &truth))
 }
 
 #[cfg(test)]

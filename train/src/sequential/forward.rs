@@ -99,12 +99,8 @@ fn activate(
         PhaseNoise::Exact if p.integer_tables => integer_reads(acc.clone(), p, cfg),
         PhaseNoise::Exact => round_to_slots(acc.clone(), &p.encoding, cfg.frac_bits),
         PhaseNoise::Modelled { scale } => {
-            let sigma: Vec<f64> = p
-                .encoding
-                .sigma_slots(&p.rows, p.input.kind, cfg)
-                .into_iter()
-                .map(|s| s * f64::from(scale))
-                .collect();
+            let mut sigma = p.encoding.sigma_slots(&p.rows, p.input.kind, cfg);
+            sigma.iter_mut().for_each(|s| *s *= f64::from(scale));
             round_to_noisy_slots(acc.clone(), &p.encoding, cfg.frac_bits, &sigma)
         }
     };
